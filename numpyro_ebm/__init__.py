@@ -1,0 +1,22 @@
+"""numpyro-ebm: energy-based models as first-class citizens of NumPyro.
+
+Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), extract its energy
+(:func:`energy_fn`), sample it with any BlackJAX kernel over many chains (:func:`sample_chains`,
+:func:`ula`, :class:`BlackJAXKernel`), and compute partition functions (:func:`logz_quadrature`).
+"""
+
+from numpyro_ebm.distribution import Unnormalized, energy_factor
+from numpyro_ebm.energy import energy_fn
+from numpyro_ebm.sampling.chains import ChainResult, sample_chains
+from numpyro_ebm.sampling.langevin import ula
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChainResult",
+    "Unnormalized",
+    "energy_factor",
+    "energy_fn",
+    "sample_chains",
+    "ula",
+]

@@ -1,0 +1,61 @@
+"""Argument checks shared by the public API: fail early, name the argument, say what was expected.
+
+Checks only run on concrete values; under ``jax.jit`` (tracers) they are skipped so that every
+public function stays jittable.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` (an array or pytree of arrays) holds no tracer."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+
+
+def check_finite(name: str, x) -> None:
+    """Raise ``ValueError`` naming ``name`` if a concrete pytree ``x`` holds NaN or inf."""
+    if not is_concrete(x):
+        return
+    for leaf in jax.tree.leaves(x):
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+            raise ValueError(
+                f"`{name}` contains {bad} non-finite value(s) (NaN or inf); expected finite values."
+            )
+
+
+def check_positive(name: str, x) -> None:
+    """Raise ``ValueError`` if a concrete scalar/array ``x`` is not strictly positive."""
+    if x is None or not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    if not np.all(arr > 0):
+        raise ValueError(f"`{name}` must be > 0, got {x!r}.")
+
+
+def check_int(name: str, x, minimum: int = 0) -> int:
+    """Return ``int(x)`` or raise if ``x`` is not an integer >= ``minimum``."""
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int >= {minimum}, got {x!r}.")
+    if x < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {x!r}.")
+    return int(x)
+
+
+def leading_size(name: str, tree) -> int:
+    """The common leading-axis size of every leaf of ``tree`` (the chain axis)."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError(f"`{name}` is empty; expected a pytree of arrays with a leading axis.")
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) > 0 else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(
+            f"`{name}` must be a pytree whose leaves all share a leading (chain) axis; "
+            f"got leaf shapes {[jnp.shape(leaf) for leaf in leaves]}."
+        )
+    return sizes.pop()

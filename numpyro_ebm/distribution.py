@@ -1,0 +1,177 @@
+"""An energy-based model as a NumPyro site.
+
+``Unnormalized`` is a NumPyro :class:`~numpyro.distributions.Distribution` whose log density is
+``-E(x)`` (minus an optional ``log_Z``); ``energy_factor`` is the ``numpyro.factor`` form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpyro
+from numpyro.distributions import constraints
+from numpyro.distributions.distribution import Distribution
+
+__all__ = ["Unnormalized", "energy_factor"]
+
+_SAMPLE_ERROR = (
+    "Unnormalized (an energy-based model) has no exact sampler: its normalizing constant is "
+    "unknown. Draw samples with MCMC instead: `numpyro_ebm.sample_chains(rng_key, dist.log_prob, "
+    "kernel, init_positions, num_steps)` for many chains of a BlackJAX kernel, or "
+    "`numpyro.infer.MCMC(NUTS(model))` / `MCMC(numpyro_ebm.BlackJAXKernel(...))` when the site is "
+    "a latent variable of a model."
+)
+
+
+class Unnormalized(Distribution):
+    r"""An unnormalized density :math:`p(x) \propto \exp(-E(x))` as a NumPyro distribution.
+
+    .. math::
+
+        \log p(x) = -E(x) - \log Z
+
+    where :math:`\log Z` is ``log_Z`` when it is given (a self-normalized model, as learned by
+    noise contrastive estimation) and ``0`` otherwise, so ``log_prob`` is then the *unnormalized*
+    log density. That is all MCMC (NUTS, BlackJAX kernels) and the training losses need.
+
+    :param energy_fn: ``E``, a function mapping ``(..., *event_shape) -> (...)``: a plain JAX
+        function, or the callable returned by :func:`numpyro.contrib.module.flax_module` /
+        ``nnx_module`` (parameters then live in the model as ``numpyro.param`` sites).
+    :param tuple event_shape: shape of one draw ``x`` (``()`` for a scalar, ``(2,)`` for a 2-D point).
+    :param support: a NumPyro constraint for each element of ``x`` (default ``constraints.real``);
+        a latent site is sampled in the unconstrained space and mapped by ``biject_to(support)``.
+    :param log_Z: optional log normalizing constant, e.g. ``numpyro.param("log_Z", 0.0)``.
+    :param tuple batch_shape: batch shape (set by ``numpyro.plate`` through :meth:`expand`).
+
+    **Example**
+
+    .. code-block:: python
+
+        def model(data=None):
+            with numpyro.plate("data", 1000, subsample_size=256):
+                numpyro.sample("x", Unnormalized(lambda x: 0.5 * (x**2).sum(-1), (2,)), obs=data)
+
+    ``sample`` raises: use :func:`numpyro_ebm.sample_chains` or ``MCMC``.
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ("log_Z",)
+    pytree_aux_fields = ("energy_fn", "_support")
+
+    def __init__(
+        self,
+        energy_fn: Callable | None = None,
+        event_shape: tuple = (),
+        support=constraints.real,
+        log_Z=None,
+        *,
+        batch_shape: tuple = (),
+        validate_args=None,
+    ):
+        if energy_fn is None or not callable(energy_fn):
+            raise TypeError(
+                "Unnormalized: `energy_fn` must be a callable E mapping (..., *event_shape) -> "
+                f"(...), e.g. `lambda x: 0.5 * (x ** 2).sum(-1)`; got {energy_fn!r}."
+            )
+        if isinstance(event_shape, int):
+            event_shape = (event_shape,)
+        try:
+            event_shape = tuple(int(d) for d in event_shape)
+        except TypeError as err:
+            raise TypeError(
+                f"Unnormalized: `event_shape` must be a tuple of ints, got {event_shape!r}."
+            ) from err
+        if not isinstance(support, constraints.Constraint):
+            raise TypeError(
+                f"Unnormalized: `support` must be a numpyro constraint, got {support!r}."
+            )
+        if support.event_dim < len(event_shape):
+            support = constraints.independent(support, len(event_shape) - support.event_dim)
+        self.energy_fn = energy_fn
+        self._support = support
+        self.log_Z = log_Z
+        super().__init__(
+            batch_shape=tuple(batch_shape), event_shape=event_shape, validate_args=validate_args
+        )
+
+    @constraints.dependent_property(is_discrete=False)
+    def support(self):
+        return self._support
+
+    def energy(self, value):
+        """``E(value)``, shape ``value.shape[:-len(event_shape)]``; checked against that shape."""
+        value = jnp.asarray(value)
+        event_dim = len(self.event_shape)
+        if value.shape[value.ndim - event_dim :] != self.event_shape:
+            raise ValueError(
+                f"Unnormalized: value of shape {value.shape} does not end in the event shape "
+                f"{self.event_shape}."
+            )
+        energy = self.energy_fn(value)
+        expected = value.shape[: value.ndim - event_dim]
+        if jnp.shape(energy) != expected:
+            if jnp.size(energy) == math.prod(expected):
+                energy = jnp.reshape(energy, expected)  # e.g. an MLP's trailing (..., 1) output
+            else:
+                raise ValueError(
+                    f"Unnormalized: `energy_fn` returned shape {jnp.shape(energy)} for a value of "
+                    f"shape {value.shape}; expected {expected} (one energy per event of shape "
+                    f"{self.event_shape})."
+                )
+        return energy
+
+    def log_prob(self, value):
+        log_prob = -self.energy(value)
+        if self.log_Z is not None:
+            log_prob = log_prob - self.log_Z
+        return log_prob
+
+    def sample(self, key, sample_shape=()):
+        raise NotImplementedError(_SAMPLE_ERROR)
+
+    def expand(self, batch_shape):
+        batch_shape = tuple(batch_shape)
+        if batch_shape == self.batch_shape:
+            return self
+        return Unnormalized(
+            self.energy_fn,
+            self.event_shape,
+            self._support,
+            self.log_Z,
+            batch_shape=batch_shape,
+            validate_args=self._validate_args,
+        )
+
+    def tree_flatten(self):
+        return (self.log_Z,), (
+            self.energy_fn,
+            self.event_shape,
+            self._support,
+            self.batch_shape,
+            self._validate_args,
+        )
+
+    @classmethod
+    def tree_unflatten(cls, aux, params):
+        energy_fn, event_shape, support, batch_shape, validate_args = aux
+        return cls(
+            energy_fn,
+            event_shape,
+            support,
+            params[0],
+            batch_shape=batch_shape,
+            validate_args=validate_args,
+        )
+
+
+def energy_factor(name: str, energy):
+    r"""Add an energy term to the model: ``numpyro.factor(name, -energy)``.
+
+    The model's log joint gains :math:`-E`, i.e. its potential energy gains :math:`E`.
+
+    :param str name: site name.
+    :param energy: a scalar or array of energies (summed by ``numpyro.factor``).
+    """
+    return numpyro.factor(name, -energy)

@@ -1,0 +1,92 @@
+"""Extract ``E(params, x)`` from a NumPyro model: the energy of one of its sites."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.distributions import ExpandedDistribution, MaskedDistribution
+
+__all__ = ["energy_fn", "trace_model", "unwrap_distribution"]
+
+
+def unwrap_distribution(fn):
+    """Strip the wrappers that ``numpyro.plate`` / ``handlers.mask`` put around a distribution."""
+    while isinstance(fn, (ExpandedDistribution, MaskedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def _stand_in_value(msg):
+    """A value for a latent site that has none yet, without calling ``sample`` when it raises
+    (an ``Unnormalized`` site has no sampler)."""
+    if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+        return None
+    fn = msg["fn"]
+    try:
+        return fn.sample(msg["kwargs"]["rng_key"], msg["kwargs"]["sample_shape"])
+    except NotImplementedError:
+        return jnp.zeros(msg["kwargs"]["sample_shape"] + fn.shape())
+
+
+def trace_model(model, params=None, model_args=(), model_kwargs=None, rng_seed=0):
+    """Trace ``model`` with ``params`` substituted (a dict ``{site name: value}``).
+
+    Latent sites not in ``params`` get a sampled value, or zeros when their distribution has no
+    sampler. Returns NumPyro's ordered trace dict. Used by :func:`energy_fn` and the estimators.
+    """
+    model_kwargs = {} if model_kwargs is None else model_kwargs
+    model = handlers.substitute(model, data=dict(params or {}))
+    model = handlers.substitute(handlers.seed(model, rng_seed), substitute_fn=_stand_in_value)
+    return handlers.trace(model).get_trace(*model_args, **model_kwargs)
+
+
+def _sample_site(tr, site):
+    if site not in tr or tr[site]["type"] != "sample":
+        sample_sites = [k for k, v in tr.items() if v["type"] == "sample"]
+        raise ValueError(
+            f"`site`={site!r} is not a sample site of the model; its sample sites are "
+            f"{sample_sites}."
+        )
+    return tr[site]
+
+
+def energy_fn(model, site: str, model_args=(), model_kwargs=None) -> Callable:
+    r"""The energy of one site of a NumPyro model as a pure function ``E(params, x)``.
+
+    .. math:: E_\theta(x) = -\log p_\theta(x)\quad\text{(the site's own log density)}
+
+    For an :class:`~numpyro_ebm.Unnormalized` site this is its ``energy_fn`` (plus ``log_Z`` when
+    it has one); for any other distribution it is ``-log_prob``. Wrappers added by
+    ``numpyro.plate`` are removed, so ``x`` may hold any number of examples.
+
+    :param model: a NumPyro model (a Python callable with ``numpyro.sample`` statements).
+    :param str site: the name of the sample site.
+    :param model_args: positional arguments of ``model`` (e.g. conditioning inputs).
+    :param model_kwargs: keyword arguments of ``model``.
+    :return: ``E(params, x)`` where ``params`` is the dict NumPyro's SVI uses
+        (``svi.get_params(state)``; constrained values of the ``numpyro.param`` sites) and ``x`` has
+        shape ``(..., *event_shape)``; the result has shape ``(...)``, one energy per example.
+        Jittable and differentiable in both ``params`` and ``x``.
+
+    **Example**
+
+    .. code-block:: python
+
+        E = numpyro_ebm.energy_fn(model, "x", model_args=(data,))
+        energies = E(svi.get_params(state), x_test)          # (num_test,)
+        grad_x = jax.grad(lambda x: E(params, x).sum())(x_test)
+    """
+    if not callable(model):
+        raise TypeError(f"`model` must be a NumPyro model (a callable), got {model!r}.")
+    if not isinstance(site, str):
+        raise TypeError(f"`site` must be a site name (str), got {site!r}.")
+    # Fail early, before any tracing under jit, on an unknown site name.
+    _sample_site(trace_model(model, None, model_args, model_kwargs), site)
+
+    def E(params, x):
+        tr = trace_model(model, params, model_args, model_kwargs)
+        return -unwrap_distribution(_sample_site(tr, site)["fn"]).log_prob(x)
+
+    return E

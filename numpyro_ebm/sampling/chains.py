@@ -1,0 +1,254 @@
+r"""Run any BlackJAX kernel over many chains at once: ``vmap`` over chains, ``lax.scan`` over steps."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+from numpyro.distributions import Distribution
+
+from numpyro_ebm._validation import check_finite, check_int, is_concrete, leading_size
+
+__all__ = ["ChainResult", "sample_chains", "build_algorithm", "logdensity_of"]
+
+
+class ChainResult(NamedTuple):
+    """What :func:`sample_chains` returns.
+
+    :ivar positions: final positions, a pytree with leading axis ``num_chains``.
+    :ivar samples: kept positions, leading axes ``(num_samples, num_chains)`` (the last
+        ``num_samples`` states after thinning by ``thin``); ``None`` when ``num_samples == 0``.
+    :ivar acceptance_rate: ``(num_chains,)`` mean acceptance rate per chain over all steps
+        (NaN where the kernel reports none).
+    :ivar logdensity: ``(num_chains,)`` log density at the final positions.
+    :ivar state: the final kernel state (batched over chains), to resume sampling with ``init_state``.
+    """
+
+    positions: Any
+    samples: Any
+    acceptance_rate: jax.Array
+    logdensity: jax.Array
+    state: Any
+
+
+def logdensity_of(logdensity_fn) -> tuple[Callable, tuple | None]:
+    """Accept a log-density function or a NumPyro distribution (its ``log_prob``).
+
+    Returns ``(logdensity_fn, event_shape)``; ``event_shape`` is ``None`` for a plain function.
+    """
+    if isinstance(logdensity_fn, Distribution):
+        dist = logdensity_fn
+        return dist.log_prob, tuple(dist.event_shape)
+    if not callable(logdensity_fn):
+        raise TypeError(
+            "`logdensity_fn` must be a function x -> log p(x) (i.e. -E(x)) or a NumPyro "
+            f"distribution; got {logdensity_fn!r}."
+        )
+    return logdensity_fn, None
+
+
+def build_algorithm(kernel, logdensity_fn):
+    """Call the factory ``kernel(logdensity_fn)`` and check that it is a BlackJAX algorithm."""
+    hint = (
+        "`kernel` must be a factory `logdensity_fn -> blackjax.SamplingAlgorithm`, e.g. "
+        "`functools.partial(blackjax.mala, step_size=0.05)` or "
+        "`functools.partial(numpyro_ebm.ula, step_size=1e-2)`"
+    )
+    if not callable(kernel) or hasattr(kernel, "step") and hasattr(kernel, "init"):
+        raise TypeError(
+            f"{hint}; got {kernel!r}. (Pass the factory, not an algorithm already built.)"
+        )
+    try:
+        algorithm = kernel(logdensity_fn)
+    except TypeError as err:
+        raise TypeError(f"{hint}; calling it with the log density failed: {err}") from err
+    if not (callable(getattr(algorithm, "init", None)) and callable(getattr(algorithm, "step", None))):
+        raise TypeError(f"{hint}; it returned {type(algorithm).__name__}, which has no init/step.")
+    return algorithm
+
+
+def _check_positions(init_positions, logdensity_fn, event_shape):
+    num_chains = leading_size("init_positions", init_positions)
+    if event_shape is not None:
+        leaves = jax.tree.leaves(init_positions)
+        shape = tuple(jnp.shape(leaves[0])[1:])
+        if len(leaves) != 1 or shape != event_shape:
+            raise ValueError(
+                f"`init_positions` must have shape (num_chains, *event_shape) = (num_chains, "
+                f"{', '.join(map(str, event_shape))}{',' if len(event_shape) == 1 else ''}); "
+                f"got {jnp.shape(leaves[0])}."
+            )
+    check_finite("init_positions", init_positions)
+    one = jax.tree.map(lambda x: x[0], init_positions)
+    try:
+        out = jax.eval_shape(logdensity_fn, one)
+    except Exception as err:  # noqa: BLE001 - re-raised with the shape that caused it
+        raise ValueError(
+            "`init_positions`: the log density failed on one chain's position of shape "
+            f"{jax.tree.map(jnp.shape, one)}; does the trailing shape of init_positions match the "
+            f"event shape of the density? ({type(err).__name__}: {err})"
+        ) from err
+    if out.shape != ():
+        raise ValueError(
+            "`init_positions`: the log density of one chain's position of shape "
+            f"{jax.tree.map(jnp.shape, one)} has shape {out.shape}, expected a scalar; does the "
+            "trailing shape of init_positions match the event shape of the density?"
+        )
+    return num_chains
+
+
+def _chain_sharding(num_chains):
+    """Shard the chain axis over all devices when there are several and they divide it."""
+    devices = jax.devices()
+    if len(devices) < 2 or num_chains % len(devices):
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("chains",))
+    return NamedSharding(mesh, PartitionSpec("chains"))
+
+
+@partial(jax.jit, static_argnames=("algorithm_step", "num_burn", "num_samples", "thin", "sharding"))
+def _run(chain_keys, states, *, algorithm_step, num_burn, num_samples, thin, sharding):
+    def constrain(tree):
+        if sharding is None:
+            return tree
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+    def one_step(carry, _):
+        keys, states, acc_sum = carry
+        split = jax.vmap(jax.random.split)(keys)
+        keys, step_keys = split[:, 0], split[:, 1]
+        states, info = jax.vmap(algorithm_step)(step_keys, states)
+        rate = getattr(info, "acceptance_rate", None)
+        if rate is None:
+            rate = jnp.full(acc_sum.shape, jnp.nan, acc_sum.dtype)
+        acc_sum = acc_sum + jnp.reshape(rate, acc_sum.shape).astype(acc_sum.dtype)
+        return (constrain(keys), constrain(states), acc_sum), None
+
+    def run_steps(carry, n):
+        if n == 0:
+            return carry
+        carry, _ = jax.lax.scan(one_step, carry, None, length=n)
+        return carry
+
+    num_chains = chain_keys.shape[0]
+    carry = (chain_keys, states, jnp.zeros((num_chains,), jnp.float32))
+    carry = run_steps(carry, num_burn)
+    samples = None
+    if num_samples:
+
+        def keep(carry, _):
+            carry = run_steps(carry, thin)
+            return carry, carry[1].position
+
+        carry, samples = jax.lax.scan(keep, carry, None, length=num_samples)
+    return carry[1], carry[2], samples
+
+
+def sample_chains(
+    rng_key,
+    logdensity_fn,
+    kernel: Callable,
+    init_positions,
+    num_steps: int,
+    num_samples: int = 0,
+    thin: int = 1,
+    *,
+    init_state=None,
+) -> ChainResult:
+    r"""Run ``num_chains`` independent chains of a BlackJAX kernel for ``num_steps`` steps.
+
+    Chains are ``jax.vmap``-ed, steps are a ``lax.scan``, the whole run is one ``jax.jit``-ed
+    program. Each chain gets its own key (split from ``rng_key``), so results do not depend on the
+    number of devices. With several devices the chain axis is sharded over them
+    (``jax.sharding.NamedSharding``) when they divide ``num_chains``.
+
+    :param rng_key: a JAX PRNG key.
+    :param logdensity_fn: :math:`\log p(x) = -E(x)` up to a constant, for one position (a pytree
+        like one chain's slice of ``init_positions``); or a NumPyro distribution, whose ``log_prob``
+        is used and whose ``event_shape`` ``init_positions`` is checked against.
+    :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm``, e.g.
+        ``functools.partial(blackjax.mala, step_size=0.05)``,
+        ``functools.partial(numpyro_ebm.ula, step_size=1e-2)``,
+        ``functools.partial(blackjax.nuts, step_size=0.5, inverse_mass_matrix=jnp.ones(2))``.
+    :param init_positions: pytree with a leading chain axis, e.g. shape ``(num_chains, *event_shape)``.
+    :param int num_steps: total number of transitions per chain.
+    :param int num_samples: number of states to keep, the last ``num_samples`` after thinning
+        (``num_samples * thin <= num_steps``).
+    :param int thin: keep every ``thin``-th state.
+    :param init_state: optional batched kernel state to resume from (``ChainResult.state``); then
+        ``init_positions`` is ignored except for validation.
+    :return: a :class:`ChainResult`: ``positions`` (final), ``samples``
+        ``(num_samples, num_chains, ...)``, ``acceptance_rate`` ``(num_chains,)``, ``logdensity``
+        ``(num_chains,)`` and the final ``state``.
+
+    **Example**
+
+    .. code-block:: python
+
+        result = numpyro_ebm.sample_chains(
+            jax.random.key(0), lambda x: -energy(x), functools.partial(blackjax.mala, step_size=0.05),
+            init_positions=jnp.zeros((4096, 2)), num_steps=1000, num_samples=100, thin=5)
+        result.samples.shape   # (100, 4096, 2)
+    """
+    logdensity_fn, event_shape = logdensity_of(logdensity_fn)
+    num_steps = check_int("num_steps", num_steps, 0)
+    num_samples = check_int("num_samples", num_samples, 0)
+    thin = check_int("thin", thin, 1)
+    if num_samples * thin > num_steps:
+        raise ValueError(
+            f"`num_samples` * `thin` = {num_samples * thin} exceeds `num_steps` = {num_steps}; "
+            "keep at most num_steps // thin samples."
+        )
+    algorithm = build_algorithm(kernel, logdensity_fn)
+    num_chains = _check_positions(init_positions, logdensity_fn, event_shape)
+
+    sharding = _chain_sharding(num_chains)
+    chain_keys = jax.random.split(rng_key, num_chains)
+    if init_state is None:
+        init_keys = jax.random.split(jax.random.fold_in(rng_key, 1), num_chains)
+        states = jax.vmap(algorithm.init)(init_positions, init_keys)
+    else:
+        states = init_state
+    if sharding is not None and is_concrete((chain_keys, states)):
+        chain_keys, states = jax.device_put((chain_keys, states), sharding)
+    logdensity0 = getattr(states, "logdensity", None)
+    if logdensity0 is not None and is_concrete(logdensity0):
+        bad = ~np.isfinite(np.asarray(logdensity0))
+        if bad.any():
+            raise ValueError(
+                f"`init_positions`: the log density is not finite at {int(bad.sum())} of "
+                f"{num_chains} initial positions (e.g. chain {int(np.argmax(bad))}); start the "
+                "chains where the density is positive."
+            )
+
+    states, acc_sum, samples = _run(
+        chain_keys,
+        states,
+        algorithm_step=algorithm.step,
+        num_burn=num_steps - num_samples * thin,
+        num_samples=num_samples,
+        thin=thin,
+        sharding=sharding,
+    )
+    acceptance_rate = acc_sum / max(num_steps, 1)
+    positions = states.position
+    logdensity = getattr(states, "logdensity", None)
+    if logdensity is None:
+        logdensity = jax.vmap(logdensity_fn)(positions)
+    if is_concrete(logdensity):
+        bad = ~np.isfinite(np.asarray(logdensity))
+        if bad.any():
+            warnings.warn(
+                f"sample_chains: {int(bad.sum())} of {num_chains} chains ended at a non-finite "
+                "log density (diverged); reduce the kernel's step_size.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return ChainResult(positions, samples, acceptance_rate, logdensity, states)
