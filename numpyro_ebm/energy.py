@@ -30,15 +30,17 @@ def _stand_in_value(msg):
         return jnp.zeros(msg["kwargs"]["sample_shape"] + fn.shape())
 
 
-def trace_model(model, params=None, model_args=(), model_kwargs=None, rng_seed=0):
+def trace_model(model, params=None, model_args=(), model_kwargs=None, rng_key=0):
     """Trace ``model`` with ``params`` substituted (a dict ``{site name: value}``).
 
     Latent sites not in ``params`` get a sampled value, or zeros when their distribution has no
-    sampler. Returns NumPyro's ordered trace dict. Used by :func:`energy_fn` and the estimators.
+    sampler. ``rng_key`` (a key or an int seed) seeds the model: it draws the minibatch indices of
+    subsampled plates, so a loss must pass its own key to get a fresh minibatch each step (and
+    the same key to every trace of one step). Returns NumPyro's ordered trace dict.
     """
     model_kwargs = {} if model_kwargs is None else model_kwargs
     model = handlers.substitute(model, data=dict(params or {}))
-    model = handlers.substitute(handlers.seed(model, rng_seed), substitute_fn=_stand_in_value)
+    model = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=_stand_in_value)
     return handlers.trace(model).get_trace(*model_args, **model_kwargs)
 
 
