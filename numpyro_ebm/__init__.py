@@ -7,6 +7,7 @@ Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), 
 
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.langevin import ula
 
@@ -17,6 +18,7 @@ __all__ = [
     "Unnormalized",
     "energy_factor",
     "energy_fn",
+    "no_guide",
     "sample_chains",
     "ula",
 ]

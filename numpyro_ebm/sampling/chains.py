@@ -2,7 +2,6 @@ r"""Run any BlackJAX kernel over many chains at once: ``vmap`` over chains, ``la
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -74,6 +73,29 @@ def build_algorithm(kernel, logdensity_fn):
     return algorithm
 
 
+class _StepKey:
+    """``algorithm.step`` as a ``jax.jit`` static argument that compares equal across calls.
+
+    Every call of ``kernel(logdensity_fn)`` builds a new ``step`` closure; hashed by identity it
+    would recompile :func:`_run` on every :func:`sample_chains` call. BlackJAX factories are pure,
+    so the same ``(kernel, logdensity_fn)`` pair gives the same program: hash by that pair.
+    """
+
+    def __init__(self, step, kernel, logdensity_fn):
+        self.step = step
+        try:
+            hash((kernel, logdensity_fn))
+            self.key = (kernel, logdensity_fn)
+        except TypeError:  # unhashable factory: fall back to the closure itself
+            self.key = (step,)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _StepKey) and self.key == other.key
+
+
 def _check_positions(init_positions, logdensity_fn, event_shape):
     num_chains = leading_size("init_positions", init_positions)
     if event_shape is not None:
@@ -124,7 +146,7 @@ def _run(chain_keys, states, *, algorithm_step, num_burn, num_samples, thin, sha
         keys, states, acc_sum = carry
         split = jax.vmap(jax.random.split)(keys)
         keys, step_keys = split[:, 0], split[:, 1]
-        states, info = jax.vmap(algorithm_step)(step_keys, states)
+        states, info = jax.vmap(algorithm_step.step)(step_keys, states)
         rate = getattr(info, "acceptance_rate", None)
         if rate is None:
             rate = jnp.full(acc_sum.shape, jnp.nan, acc_sum.dtype)
@@ -168,6 +190,12 @@ def sample_chains(
     program. Each chain gets its own key (split from ``rng_key``), so results do not depend on the
     number of devices. With several devices the chain axis is sharded over them
     (``jax.sharding.NamedSharding``) when they divide ``num_chains``.
+
+    The compiled program is cached per ``(kernel, logdensity_fn)`` pair (and shapes), so repeated
+    calls with the same two objects do not recompile. As with ``jax.jit``, values that
+    ``logdensity_fn`` reads from an enclosing or global scope are frozen at the first call: when
+    they change (e.g. network parameters in a training loop), pass a new function, or call
+    ``sample_chains`` inside your own ``jax.jit``-ed step.
 
     :param rng_key: a JAX PRNG key.
     :param logdensity_fn: :math:`\log p(x) = -E(x)` up to a constant, for one position (a pytree
@@ -231,7 +259,7 @@ def sample_chains(
     states, acc_sum, samples = _run(
         chain_keys,
         states,
-        algorithm_step=algorithm.step,
+        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn),
         num_burn=num_steps - num_samples * thin,
         num_samples=num_samples,
         thin=thin,
