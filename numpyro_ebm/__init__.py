@@ -10,10 +10,13 @@ from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.langevin import ula
+from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlackJAXKernel",
+    "BlackJAXKernelState",
     "ChainResult",
     "Unnormalized",
     "energy_factor",

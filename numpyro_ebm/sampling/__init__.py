@@ -2,5 +2,6 @@
 
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
+from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
-__all__ = ["ChainResult", "ULAInfo", "ULAState", "sample_chains", "ula"]
+__all__ = ["BlackJAXKernel", "BlackJAXKernelState", "ChainResult", "ULAInfo", "ULAState", "sample_chains", "ula"]
