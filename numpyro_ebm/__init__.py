@@ -7,7 +7,16 @@ Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), 
 
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
-from numpyro_ebm.estimators import no_guide
+from numpyro_ebm.estimators import (
+    ContrastiveDivergence,
+    PersistentContrastiveDivergence,
+    check_finite_params,
+    check_svi_result,
+    contrastive_divergence_loss,
+    load_checkpoint,
+    no_guide,
+    save_checkpoint,
+)
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
@@ -18,6 +27,13 @@ __all__ = [
     "BlackJAXKernel",
     "BlackJAXKernelState",
     "ChainResult",
+    "ContrastiveDivergence",
+    "PersistentContrastiveDivergence",
+    "check_finite_params",
+    "check_svi_result",
+    "contrastive_divergence_loss",
+    "load_checkpoint",
+    "save_checkpoint",
     "Unnormalized",
     "energy_factor",
     "energy_fn",

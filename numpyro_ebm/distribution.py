@@ -49,9 +49,10 @@ class Unnormalized(Distribution):
 
     .. code-block:: python
 
-        def model(data=None):
-            with numpyro.plate("data", 1000, subsample_size=256):
-                numpyro.sample("x", Unnormalized(lambda x: 0.5 * (x**2).sum(-1), (2,)), obs=data)
+        def model(data):
+            with numpyro.plate("data", data.shape[0], subsample_size=256):
+                batch = numpyro.subsample(data, event_dim=1)
+                numpyro.sample("x", Unnormalized(lambda x: 0.5 * (x**2).sum(-1), (2,)), obs=batch)
 
     ``sample`` raises: use :func:`numpyro_ebm.sample_chains` or ``MCMC``.
     """
