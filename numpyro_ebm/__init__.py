@@ -5,6 +5,7 @@ Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), 
 :func:`ula`, :class:`BlackJAXKernel`), and compute partition functions (:func:`logz_quadrature`).
 """
 
+from numpyro_ebm import datasets
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
@@ -17,6 +18,7 @@ from numpyro_ebm.estimators import (
     no_guide,
     save_checkpoint,
 )
+from numpyro_ebm.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
@@ -36,7 +38,10 @@ __all__ = [
     "save_checkpoint",
     "Unnormalized",
     "energy_factor",
+    "datasets",
     "energy_fn",
+    "logz_exact",
+    "logz_quadrature",
     "no_guide",
     "sample_chains",
     "ula",
