@@ -10,7 +10,12 @@ from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
     ContrastiveDivergence,
+    DenoisingScoreMatching,
+    FlowContrastiveEstimation,
+    NoiseContrastiveEstimation,
     PersistentContrastiveDivergence,
+    ScoreMatching,
+    SlicedScoreMatching,
     check_finite_params,
     check_svi_result,
     contrastive_divergence_loss,
@@ -18,6 +23,7 @@ from numpyro_ebm.estimators import (
     no_guide,
     save_checkpoint,
 )
+from numpyro_ebm.flows import FlowGuide, fce_optimizer, flow_guide
 from numpyro_ebm.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.langevin import ula
@@ -30,6 +36,12 @@ __all__ = [
     "BlackJAXKernelState",
     "ChainResult",
     "ContrastiveDivergence",
+    "DenoisingScoreMatching",
+    "FlowContrastiveEstimation",
+    "FlowGuide",
+    "NoiseContrastiveEstimation",
+    "ScoreMatching",
+    "SlicedScoreMatching",
     "PersistentContrastiveDivergence",
     "check_finite_params",
     "check_svi_result",
@@ -40,6 +52,8 @@ __all__ = [
     "energy_factor",
     "datasets",
     "energy_fn",
+    "fce_optimizer",
+    "flow_guide",
     "logz_exact",
     "logz_quadrature",
     "no_guide",

@@ -12,7 +12,12 @@ from numpyro_ebm._validation import check_finite
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import trace_model, unwrap_distribution
 
-__all__ = ["EBMSite", "observed_ebm_sites", "no_guide", "EnergyLoss"]
+__all__ = ["EBMSite", "observed_ebm_sites", "no_guide", "EnergyLoss", "SiteLoss"]
+
+# Salt that separates the loss's own random draws (noise, projections) from the model's trace,
+# which is seeded by the same ``rng_key`` (it draws the minibatch of a subsampled plate).
+_LOSS_KEY_SALT = 0x5EB
+
 
 
 class EBMSite(NamedTuple):
@@ -64,8 +69,28 @@ def observed_ebm_sites(
     return sites
 
 
+def check_model_inputs(args, kwargs) -> None:
+    """Raise ``ValueError`` if a concrete array among the model's inputs holds NaN or inf.
+
+    Called by the guides the estimators use (:func:`no_guide`, ``pcd.guide``, the flow guide):
+    ``SVI.init`` runs the guide eagerly on the data, so bad data fails there with a clear error
+    instead of turning into NaN losses inside the compiled training loop.
+    """
+    for i, a in enumerate(args):
+        if hasattr(a, "dtype") and hasattr(a, "shape"):
+            check_finite(f"model argument {i} (data)", a)
+    for k, v in kwargs.items():
+        if hasattr(v, "dtype") and hasattr(v, "shape"):
+            check_finite(f"model argument `{k}` (data)", v)
+
+
 def no_guide(*args, **kwargs):
-    """A guide with no sites, for estimators that need none: ``SVI(model, no_guide, optim, loss)``."""
+    """A guide with no sites, for estimators that need none: ``SVI(model, no_guide, optim, loss)``.
+
+    ``SVI`` needs a callable guide (``None`` fails its checks). ``no_guide`` also checks the data
+    it is called with at ``SVI.init``: NaN or inf raise a ``ValueError`` naming the argument.
+    """
+    check_model_inputs(args, kwargs)
     return None
 
 
@@ -86,3 +111,23 @@ class EnergyLoss:
 
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
         raise NotImplementedError
+
+
+class SiteLoss(EnergyLoss):
+    """An :class:`EnergyLoss` that is a sum of one loss per observed ``Unnormalized`` site.
+
+    Subclasses implement ``site_loss(rng_key, site) -> scalar``; ``rng_key`` is a key for the
+    loss's own random draws, distinct for each site and independent of the minibatch draw.
+    The guide is ignored: pass :func:`numpyro_ebm.no_guide`.
+    """
+
+    def site_loss(self, rng_key, site: EBMSite):
+        raise NotImplementedError
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        sites = observed_ebm_sites(model, param_map, args, kwargs, rng_key)
+        loss_key = jax.random.fold_in(rng_key, _LOSS_KEY_SALT)
+        loss = sum(
+            self.site_loss(jax.random.fold_in(loss_key, i), site) for i, site in enumerate(sites)
+        )
+        return {"loss": loss, "mutable_state": None}
