@@ -5,7 +5,7 @@ Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), 
 :func:`ula`, :class:`BlackJAXKernel`), and compute partition functions (:func:`logz_quadrature`).
 """
 
-from numpyro_ebm import datasets
+from numpyro_ebm import datasets, models
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
@@ -26,6 +26,7 @@ from numpyro_ebm.estimators import (
 from numpyro_ebm.flows import FlowGuide, fce_optimizer, flow_guide
 from numpyro_ebm.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
+from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
@@ -50,12 +51,16 @@ __all__ = [
     "save_checkpoint",
     "Unnormalized",
     "energy_factor",
+    "block_gibbs",
     "datasets",
     "energy_fn",
     "fce_optimizer",
     "flow_guide",
+    "gibbs",
+    "gibbs_with_gradients",
     "logz_exact",
     "logz_quadrature",
+    "models",
     "no_guide",
     "sample_chains",
     "ula",
