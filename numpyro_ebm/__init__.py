@@ -6,6 +6,7 @@ Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), 
 """
 
 from numpyro_ebm import datasets, models
+from numpyro_ebm.ais import AISResult, annealed_importance_sampling, logz_ais, temperature_schedule
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
@@ -33,6 +34,10 @@ from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelSt
 __version__ = "0.1.0"
 
 __all__ = [
+    "AISResult",
+    "annealed_importance_sampling",
+    "logz_ais",
+    "temperature_schedule",
     "BlackJAXKernel",
     "BlackJAXKernelState",
     "ChainResult",

@@ -1,5 +1,14 @@
-"""Classical energy-based models: the Ising model (and, from other modules, RBMs, DBMs, ...)."""
+"""Classical energy-based models: Ising, RBM, DBM, products of experts, exponential families, CRFs."""
 
+from numpyro_ebm.models.crf import (
+    LinearChainCRF,
+    crf_energy,
+    crf_log_partition,
+    crf_marginals,
+    viterbi,
+)
+from numpyro_ebm.models.dbm import DBM, DBMFitResult, DBMState
+from numpyro_ebm.models.expfam import ExponentialFamily, MomentMatchingResult, gaussian_statistics
 from numpyro_ebm.models.ising import (
     Ising,
     binary_test_image,
@@ -15,8 +24,35 @@ from numpyro_ebm.models.ising import (
     restore_mean_field,
     spin,
 )
+from numpyro_ebm.models.product import ProductOfExperts, as_energy, gaussian_product
+from numpyro_ebm.models.rbm import (
+    RBM,
+    GaussianBernoulliRBM,
+    RBMGibbsInfo,
+    RBMGibbsState,
+    bernoulli_base,
+)
 
 __all__ = [
+    "DBM",
+    "DBMFitResult",
+    "DBMState",
+    "ExponentialFamily",
+    "GaussianBernoulliRBM",
+    "LinearChainCRF",
+    "MomentMatchingResult",
+    "ProductOfExperts",
+    "RBM",
+    "RBMGibbsInfo",
+    "RBMGibbsState",
+    "as_energy",
+    "bernoulli_base",
+    "crf_energy",
+    "crf_log_partition",
+    "crf_marginals",
+    "gaussian_product",
+    "gaussian_statistics",
+    "viterbi",
     "Ising",
     "binary_test_image",
     "critical_beta",
