@@ -5,11 +5,13 @@ Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), 
 :func:`ula`, :class:`BlackJAXKernel`), and compute partition functions (:func:`logz_quadrature`).
 """
 
-from numpyro_ebm import datasets, models
+from numpyro_ebm import applications, datasets, diagnostics, models
 from numpyro_ebm.ais import AISResult, annealed_importance_sampling, logz_ais, temperature_schedule
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
+    CombinedLoss,
+    ConditionalMaximumLikelihood,
     ContrastiveDivergence,
     DenoisingScoreMatching,
     FlowContrastiveEstimation,
@@ -20,6 +22,8 @@ from numpyro_ebm.estimators import (
     check_finite_params,
     check_svi_result,
     contrastive_divergence_loss,
+    label_ebm,
+    label_energies,
     load_checkpoint,
     no_guide,
     save_checkpoint,
@@ -34,6 +38,12 @@ from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelSt
 __version__ = "0.1.0"
 
 __all__ = [
+    "CombinedLoss",
+    "ConditionalMaximumLikelihood",
+    "label_ebm",
+    "label_energies",
+    "applications",
+    "diagnostics",
     "AISResult",
     "annealed_importance_sampling",
     "logz_ais",

@@ -8,6 +8,15 @@ from numpyro_ebm.estimators._site import (
     no_guide,
     observed_ebm_sites,
 )
+from numpyro_ebm.estimators.conditional import (
+    CombinedLoss,
+    ConditionalMaximumLikelihood,
+    conditional_nll,
+    enumerate_energies,
+    joint_energy,
+    label_ebm,
+    label_energies,
+)
 from numpyro_ebm.estimators.contrastive import (
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
@@ -31,6 +40,13 @@ from numpyro_ebm.estimators.score_matching import (
 )
 
 __all__ = [
+    "CombinedLoss",
+    "ConditionalMaximumLikelihood",
+    "conditional_nll",
+    "enumerate_energies",
+    "joint_energy",
+    "label_ebm",
+    "label_energies",
     "ContrastiveDivergence",
     "DenoisingScoreMatching",
     "EBMSite",
