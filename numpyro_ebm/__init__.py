@@ -29,6 +29,7 @@ from numpyro_ebm.estimators import (
     save_checkpoint,
 )
 from numpyro_ebm.flows import FlowGuide, fce_optimizer, flow_guide
+from numpyro_ebm.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
 from numpyro_ebm.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
@@ -38,6 +39,9 @@ from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelSt
 __version__ = "0.1.0"
 
 __all__ = [
+    "LogLikelihood",
+    "log_likelihood",
+    "pseudo_log_likelihood",
     "CombinedLoss",
     "ConditionalMaximumLikelihood",
     "label_ebm",
