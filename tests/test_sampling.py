@@ -1,0 +1,511 @@
+"""Tests of ``numpyro_ebm.sample_chains`` and ``numpyro_ebm.ula``.
+
+Statistical checks use many independent chains and their final positions (independent draws), or
+thinned samples whose autocorrelation is negligible, with tolerances of 4 Monte Carlo standard
+errors; each has a companion check that the wrong answer is excluded, so the test can fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from blackjax.base import SamplingAlgorithm
+from blackjax.mcmc.random_walk import RWState
+from jax.scipy.special import logsumexp
+from scipy.stats import norm
+
+import numpyro_ebm
+from numpyro_ebm import Unnormalized, sample_chains, ula
+
+# ------------------------------------------------------------------------------------ targets
+MU = jnp.array([1.0, -1.0])
+COV = jnp.array([[1.0, 0.6], [0.6, 1.0]])
+PREC = jnp.linalg.inv(COV)
+
+
+def gauss_logdensity(x):
+    d = x - MU
+    return -0.5 * d @ PREC @ d
+
+
+def mixture_logdensity(weights, means, scale):
+    """1-D mixture ``sum_k w_k N(means_k, scale^2)`` for a position of shape ``(1,)``."""
+    logw = jnp.log(jnp.asarray(weights))
+    means = jnp.asarray(means)
+
+    def logdensity(x):
+        return logsumexp(logw - 0.5 * ((x[0] - means) / scale) ** 2)
+
+    return logdensity
+
+
+def mixture_draws(key, n, weights, means, scale):
+    k1, k2 = jax.random.split(key)
+    comp = jax.random.choice(k1, len(weights), (n,), p=jnp.asarray(weights))
+    return (jnp.asarray(means)[comp] + scale * jax.random.normal(k2, (n,)))[:, None]
+
+
+def assert_gaussian_moments(x, mean, cov, n_se=4.0):
+    """Mean and covariance of independent draws ``x`` (n, d) within ``n_se`` standard errors.
+
+    SE(mean_i) = sqrt(S_ii / n); SE(cov_ij) = sqrt((S_ii S_jj + S_ij^2) / n) for Gaussian draws.
+    """
+    x = np.asarray(x, np.float64)
+    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    n = x.shape[0]
+    se_mean = np.sqrt(np.diag(cov) / n)
+    np.testing.assert_array_less(np.abs(x.mean(0) - mean), n_se * se_mean)
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    np.testing.assert_array_less(np.abs(np.cov(x.T) - cov), n_se * se_cov)
+
+
+# Every kernel as a factory `logdensity_fn -> SamplingAlgorithm`, with enough steps to forget the
+# (broad) initial distribution on the correlated Gaussian above.
+KERNELS = {
+    "rmh": (functools.partial(blackjax.normal_random_walk, sigma=jnp.full(2, 0.9)), 600),
+    "ula": (functools.partial(ula, step_size=0.01), 1500),
+    "mala": (functools.partial(blackjax.mala, step_size=0.2), 400),
+    "hmc": (
+        functools.partial(
+            blackjax.hmc, step_size=0.3, inverse_mass_matrix=jnp.ones(2), num_integration_steps=8
+        ),
+        60,
+    ),
+    "nuts": (functools.partial(blackjax.nuts, step_size=0.4, inverse_mass_matrix=jnp.ones(2)), 40),
+}
+NUM_CHAINS = 2000
+
+
+@pytest.fixture(scope="module")
+def broad_init():
+    return 2.0 * jax.random.normal(jax.random.key(1), (NUM_CHAINS, 2))
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_correlated_gaussian_moments(name, broad_init):
+    kernel, num_steps = KERNELS[name]
+    result = sample_chains(jax.random.key(2), gauss_logdensity, kernel, broad_init, num_steps)
+    assert_gaussian_moments(result.positions, MU, COV)
+    # The check can fail: the initial distribution (mean 0, cov 4I) is far outside the tolerance.
+    with pytest.raises(AssertionError):
+        assert_gaussian_moments(broad_init, MU, COV)
+    rate = np.asarray(result.acceptance_rate)
+    assert rate.shape == (NUM_CHAINS,)
+    assert 0.2 < rate.mean() <= 1.0
+    if name == "ula":
+        np.testing.assert_array_equal(rate, 1.0)
+    np.testing.assert_allclose(
+        result.logdensity, jax.vmap(gauss_logdensity)(result.positions), rtol=1e-4, atol=1e-4
+    )
+
+
+def _mode_weight_check(positions, p_right, n_se=4.0):
+    right = np.asarray(positions[:, 0] > 0, np.float64)
+    se = np.sqrt(p_right * (1 - p_right) / right.size)
+    assert abs(right.mean() - p_right) < n_se * se, (right.mean(), p_right, se)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ula"] + [pytest.param(k, marks=pytest.mark.slow) for k in ("rmh", "mala", "hmc", "nuts")],
+)
+def test_separated_mixture_weights_preserved(name):
+    """Modes 8 standard deviations apart cannot be crossed: chains started from the exact mixture
+    must stay distributed as the mixture (weights and within-mode spread preserved)."""
+    weights, means, scale = (0.3, 0.7), (-4.0, 4.0), 0.5
+    kernel, _ = KERNELS[name]
+    if name == "rmh":
+        kernel = functools.partial(blackjax.normal_random_walk, sigma=jnp.full(1, 0.6))
+    if name in ("hmc", "nuts"):
+        kernel = functools.partial(kernel, inverse_mass_matrix=jnp.ones(1))
+    if name == "ula":
+        kernel = functools.partial(ula, step_size=0.002)
+    x0 = mixture_draws(jax.random.key(3), 4000, weights, means, scale)
+    result = sample_chains(
+        jax.random.key(4), mixture_logdensity(weights, means, scale), kernel, x0, 100
+    )
+    x = np.asarray(result.positions[:, 0])
+    _mode_weight_check(result.positions, 0.7)
+    # Within-mode spread is the component's: a kernel that collapses or inflates chains fails.
+    for sign in (-1, 1):
+        xm = x[np.sign(x) == sign]
+        se_var = scale**2 * np.sqrt(2.0 / xm.size)
+        assert abs(xm.var() - scale**2) < 4 * se_var
+        assert abs(xm.mean() - sign * 4.0) < 4 * scale / np.sqrt(xm.size)
+
+
+MIX_W, MIX_MEANS, MIX_SCALE = (0.3, 0.7), (-1.5, 1.5), 0.6
+# P(x > 0) under the mixture: the right-mode weight seen through the sign of x.
+MIX_P_RIGHT = float(MIX_W[0] * norm.sf(1.5 / MIX_SCALE) + MIX_W[1] * norm.cdf(1.5 / MIX_SCALE))
+MIX_KERNELS = {
+    "rmh": (functools.partial(blackjax.normal_random_walk, sigma=jnp.full(1, 1.5)), 1000),
+    "ula": (functools.partial(ula, step_size=0.02), 4000),
+    "mala": (functools.partial(blackjax.mala, step_size=0.15), 3000),
+    "hmc": (
+        functools.partial(
+            blackjax.hmc, step_size=0.3, inverse_mass_matrix=jnp.ones(1), num_integration_steps=8
+        ),
+        400,
+    ),
+    "nuts": (functools.partial(blackjax.nuts, step_size=0.4, inverse_mass_matrix=jnp.ones(1)), 400),
+}
+
+
+def _check_mixing_mixture(name):
+    kernel, num_steps = MIX_KERNELS[name]
+    # Every chain starts in the LEFT (light) mode: the right weight 0.7 is only reached by hopping.
+    x0 = -1.5 + 0.1 * jax.random.normal(jax.random.key(5), (2000, 1))
+    result = sample_chains(
+        jax.random.key(6), mixture_logdensity(MIX_W, MIX_MEANS, MIX_SCALE), kernel, x0, num_steps
+    )
+    _mode_weight_check(result.positions, MIX_P_RIGHT)
+
+
+@pytest.mark.parametrize("name", ["hmc"])
+def test_moderate_mixture_chains_hop_to_correct_weights(name):
+    _check_mixing_mixture(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rmh", "ula", "mala", "nuts"])
+def test_moderate_mixture_chains_hop_to_correct_weights_slow(name):
+    _check_mixing_mixture(name)
+
+
+# ----------------------------------------------------------------------------- ULA's bias
+def _stationary_var(step_size, s2, noise_scale=None, chains=2000, keep=50, thin=10):
+    """Variance of thinned ULA draws on N(0, s2) (autocorrelation (1 - h/s2)^thin ~ 0)."""
+    kernel = functools.partial(ula, step_size=step_size, noise_scale=noise_scale)
+    result = sample_chains(
+        jax.random.key(7),
+        lambda x: -0.5 * x[0] ** 2 / s2,
+        kernel,
+        jnp.zeros((chains, 1)),
+        num_steps=100 + keep * thin,
+        num_samples=keep,
+        thin=thin,
+    )
+    x = np.asarray(result.samples, np.float64).ravel()
+    return x.mean(), x.var(), x.size
+
+
+@pytest.mark.parametrize("s2", [1.0, 4.0])
+def test_ula_stationary_variance_is_the_biased_closed_form(s2):
+    h = 0.5 * s2  # contraction 1 - h/s2 = 1/2 per step
+    mean, var, n = _stationary_var(h, s2)
+    expected = s2 / (1.0 - h / (2.0 * s2))  # = 2h / (1 - (1 - h/s2)^2) = 4/3 s2
+    np.testing.assert_allclose(expected, 2 * h / (1 - (1 - h / s2) ** 2))
+    se = expected * np.sqrt(2.0 / n)
+    assert abs(var - expected) < 4 * se
+    assert abs(var - s2) > 10 * se  # the unbiased value s2 is excluded: the bias is real
+    assert abs(mean) < 4 * np.sqrt(expected / n)
+
+
+def test_ula_decoupled_noise_scale_variance():
+    s2, h, sigma = 1.0, 0.5, 0.3
+    mean, var, n = _stationary_var(h, s2, noise_scale=sigma)
+    expected = sigma**2 / (1.0 - (1.0 - h / s2) ** 2)  # 0.12
+    se = expected * np.sqrt(2.0 / n)
+    assert abs(var - expected) < 4 * se
+    assert abs(var - s2 / (1 - h / (2 * s2))) > 10 * se  # not the sqrt(2h) value
+
+
+def test_ula_matches_unadjusted_mala_proposal():
+    """One ULA step is exactly x + h grad log p + sqrt(2h) eps with eps from the step's key."""
+    algo = ula(gauss_logdensity, step_size=0.1)
+    state = algo.init(jnp.array([0.3, -0.2]))
+    key = jax.random.key(0)
+    new, info = algo.step(key, state)
+    eps = blackjax.util.generate_gaussian_noise(key, state.position)
+    expected = state.position + 0.1 * jax.grad(gauss_logdensity)(state.position)
+    expected = expected + jnp.sqrt(0.2) * eps
+    np.testing.assert_allclose(new.position, expected, rtol=1e-6)
+    np.testing.assert_allclose(new.logdensity, gauss_logdensity(new.position), rtol=1e-6)
+    np.testing.assert_allclose(new.logdensity_grad, jax.grad(gauss_logdensity)(new.position))
+    assert info.acceptance_rate == 1.0 and bool(info.is_accepted)
+    assert ula.init is numpyro_ebm.sampling.langevin.init
+    assert callable(ula.build_kernel())
+
+
+# --------------------------------------------------------------------------- result fields
+def counter_algorithm(logdensity_fn):
+    """A deterministic kernel ``x <- x + 1`` whose info has no ``acceptance_rate``."""
+
+    def init(position, rng_key=None):
+        return RWState(position, logdensity_fn(position))
+
+    def step(rng_key, state):
+        position = jax.tree.map(lambda x: x + 1.0, state.position)
+        return RWState(position, logdensity_fn(position)), {"note": 0.0}
+
+    return SamplingAlgorithm(init, step)
+
+
+def test_result_shapes_and_fields():
+    x0 = jax.random.normal(jax.random.key(0), (16, 2))
+    kernel = functools.partial(blackjax.mala, step_size=0.1)
+    r = sample_chains(jax.random.key(1), gauss_logdensity, kernel, x0, 20, num_samples=4, thin=3)
+    assert isinstance(r, numpyro_ebm.ChainResult)
+    assert r.positions.shape == (16, 2)
+    assert r.samples.shape == (4, 16, 2)
+    assert r.acceptance_rate.shape == (16,)
+    assert r.logdensity.shape == (16,)
+    assert r.state.position.shape == (16, 2)
+    np.testing.assert_array_equal(r.samples[-1], r.positions)
+    assert np.all((np.asarray(r.acceptance_rate) >= 0) & (np.asarray(r.acceptance_rate) <= 1))
+    r0 = sample_chains(jax.random.key(1), gauss_logdensity, kernel, x0, 20)
+    assert r0.samples is None
+    np.testing.assert_array_equal(r0.positions, r.positions)  # keeping samples changes nothing
+
+
+def test_thin_and_num_samples_keep_the_last_states():
+    x0 = jnp.zeros((3, 2))
+    r = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, x0, 10, 3, thin=2)
+    # States after steps 6, 8 and 10 (the last 3 after thinning by 2).
+    np.testing.assert_array_equal(r.samples[:, 0, 0], [6.0, 8.0, 10.0])
+    np.testing.assert_array_equal(r.positions, 10.0)
+    r = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, x0, 9, 4, thin=2)
+    np.testing.assert_array_equal(r.samples[:, 1, 1], [3.0, 5.0, 7.0, 9.0])
+    r = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, x0, 5, 5)
+    np.testing.assert_array_equal(r.samples[:, 2, 0], [1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def test_acceptance_rate_is_nan_without_info_field():
+    r = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, jnp.zeros((4, 2)), 3)
+    assert r.acceptance_rate.shape == (4,)
+    assert np.all(np.isnan(np.asarray(r.acceptance_rate)))
+
+
+def test_pytree_positions():
+    def logdensity(p):
+        return -0.5 * jnp.sum(p["a"] ** 2) - 0.5 * (p["b"] - 2.0) ** 2 / 0.25
+
+    x0 = {"a": jnp.zeros((2000, 3)), "b": jnp.zeros((2000,))}
+    for kernel in (
+        functools.partial(ula, step_size=0.01),
+        functools.partial(blackjax.mala, step_size=0.05),
+    ):
+        r = sample_chains(jax.random.key(0), logdensity, kernel, x0, 600, num_samples=2, thin=5)
+        assert r.positions["a"].shape == (2000, 3) and r.positions["b"].shape == (2000,)
+        assert r.samples["a"].shape == (2, 2000, 3) and r.samples["b"].shape == (2, 2000)
+        assert r.logdensity.shape == (2000,)
+        b = np.asarray(r.positions["b"])
+        assert abs(b.mean() - 2.0) < 4 * 0.5 / np.sqrt(b.size)
+        assert abs(np.asarray(r.positions["a"]).var() - 1.0) < 4 * np.sqrt(2.0 / (3 * 2000))
+
+
+def test_init_state_resume():
+    x0 = jnp.zeros((5, 2))
+    full = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, x0, 10)
+    first = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, x0, 4)
+    rest = sample_chains(
+        jax.random.key(1), gauss_logdensity, counter_algorithm, x0, 6, init_state=first.state
+    )
+    np.testing.assert_array_equal(rest.positions, full.positions)
+    np.testing.assert_array_equal(rest.logdensity, full.logdensity)
+    # A stochastic kernel continues from the state it is given (not from init_positions).
+    kernel = functools.partial(ula, step_size=0.01)
+    a = sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0 + 50.0, 5)
+    b = sample_chains(jax.random.key(2), gauss_logdensity, kernel, x0, 1, init_state=a.state)
+    c = sample_chains(jax.random.key(2), gauss_logdensity, kernel, a.positions, 1)
+    np.testing.assert_allclose(b.positions, c.positions, rtol=1e-6)
+    assert np.all(np.asarray(b.positions) > 40.0)
+
+
+def test_jit_with_traced_init_positions():
+    kernel = functools.partial(blackjax.mala, step_size=0.1)
+
+    @jax.jit
+    def run(key, x0):
+        r = sample_chains(key, gauss_logdensity, kernel, x0, 30, num_samples=5, thin=2)
+        return r.positions, r.samples, r.acceptance_rate, r.logdensity
+
+    x0 = jax.random.normal(jax.random.key(0), (8, 2))
+    jitted = run(jax.random.key(3), x0)
+    eager = sample_chains(jax.random.key(3), gauss_logdensity, kernel, x0, 30, 5, 2)
+    for a, b in zip(jitted, eager[:4]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_vmap_over_keys_inside_jit():
+    kernel = functools.partial(blackjax.mala, step_size=0.1)
+
+    def run(key, x0):
+        return sample_chains(key, gauss_logdensity, kernel, x0, 30, num_samples=5).positions
+
+    x0 = jax.random.normal(jax.random.key(0), (8, 2))
+    keys = jax.random.split(jax.random.key(4), 2)
+    batch = jax.jit(jax.vmap(run, in_axes=(0, None)))(keys, x0)
+    assert batch.shape == (2, 8, 2)
+    np.testing.assert_allclose(batch[1], run(keys[1], x0), rtol=1e-5, atol=1e-6)
+
+
+def test_unnormalized_distribution_as_logdensity():
+    dist = Unnormalized(
+        lambda x: -jax.vmap(gauss_logdensity)(x.reshape(-1, 2)).reshape(x.shape[:-1]), (2,)
+    )
+    kernel = functools.partial(ula, step_size=0.05)
+    x0 = jnp.zeros((7, 2))
+    r1 = sample_chains(jax.random.key(0), dist, kernel, x0, 10, num_samples=2)
+    r2 = sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0, 10, num_samples=2)
+    np.testing.assert_allclose(r1.positions, r2.positions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r1.logdensity, r2.logdensity, rtol=1e-5, atol=1e-5)
+
+
+def test_repeated_calls_do_not_recompile():
+    kernel = functools.partial(ula, step_size=0.05)
+    x0 = jnp.zeros((6, 2))
+    sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from numpyro_ebm.sampling import chains
+
+        before = chains._run._cache_size()
+        sample_chains(jax.random.key(1), gauss_logdensity, kernel, x0 + 1.0, 7)
+        assert chains._run._cache_size() == before
+
+
+# ---------------------------------------------------------------------------------- sharding
+_SHARD_SCRIPT = textwrap.dedent(
+    """
+    import functools, json, sys
+    import jax, jax.numpy as jnp, blackjax
+    from numpyro_ebm import sample_chains
+    assert len(jax.devices()) == int(sys.argv[1]), jax.devices()
+    x0 = jnp.linspace(-1.0, 1.0, 16).reshape(8, 2)
+    r = sample_chains(jax.random.key(0), lambda x: -0.5 * jnp.sum(x**2),
+                      functools.partial(blackjax.mala, step_size=0.2), x0, 25, num_samples=3)
+    print(json.dumps({
+        "devices": len(r.positions.sharding.device_set),
+        "positions": r.positions.tolist(), "samples": r.samples.tolist(),
+        "acc": r.acceptance_rate.tolist()}))
+    """
+)
+
+
+def _run_script(num_devices):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={num_devices}"
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARD_SCRIPT, str(num_devices)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_sharding_over_four_devices_matches_one_device():
+    four = _run_script(4)
+    assert four["devices"] == 4
+    one = _run_script(1)
+    assert one["devices"] == 1
+    for k in ("positions", "samples", "acc"):
+        np.testing.assert_allclose(four[k], one[k], rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ errors
+def test_error_event_shape_mismatch():
+    dist = Unnormalized(lambda x: 0.5 * jnp.sum(x**2, -1), (2,))
+    with pytest.raises(ValueError, match="event_shape"):
+        sample_chains(
+            jax.random.key(0), dist, functools.partial(ula, step_size=0.1), jnp.zeros((4, 3)), 5
+        )
+    # a plain function that cannot take the position shape is reported as well
+    with pytest.raises(ValueError, match="init_positions"):
+        sample_chains(
+            jax.random.key(0),
+            gauss_logdensity,
+            functools.partial(ula, step_size=0.1),
+            jnp.zeros((4, 3)),
+            5,
+        )
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_error_non_finite_init_positions(bad):
+    x0 = jnp.zeros((4, 2)).at[2, 1].set(bad)
+    with pytest.raises(ValueError, match="init_positions.*non-finite"):
+        sample_chains(
+            jax.random.key(0), gauss_logdensity, functools.partial(ula, step_size=0.1), x0, 5
+        )
+
+
+def test_error_non_finite_initial_logdensity():
+    def half_plane(x):
+        return jnp.where(x[0] > 0, -0.5 * jnp.sum(x**2), -jnp.inf)
+
+    x0 = jnp.array([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0]])
+    for kernel in (
+        functools.partial(ula, step_size=0.1),
+        functools.partial(blackjax.normal_random_walk, sigma=jnp.ones(2)),
+    ):
+        with pytest.raises(ValueError, match="not finite at 1 of 3.*chain 1"):
+            sample_chains(jax.random.key(0), half_plane, kernel, x0, 5)
+
+
+@pytest.mark.parametrize("step_size", [0.0, -0.1])
+def test_error_ula_step_size(step_size):
+    with pytest.raises(ValueError, match="step_size"):
+        ula(gauss_logdensity, step_size=step_size)
+    with pytest.raises(ValueError, match="step_size"):
+        sample_chains(
+            jax.random.key(0),
+            gauss_logdensity,
+            functools.partial(ula, step_size=step_size),
+            jnp.zeros((2, 2)),
+            5,
+        )
+    with pytest.raises(ValueError, match="noise_scale"):
+        ula(gauss_logdensity, step_size=0.1, noise_scale=step_size)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        blackjax.mala,  # the factory's class itself, step_size missing
+        blackjax.mala(gauss_logdensity, step_size=0.1),  # an algorithm already built
+        3,
+        lambda logdensity_fn: "not an algorithm",
+    ],
+    ids=["mala-without-step", "built-algorithm", "int", "returns-str"],
+)
+def test_error_kernel_not_a_factory(kernel):
+    with pytest.raises(TypeError, match="kernel"):
+        sample_chains(jax.random.key(0), gauss_logdensity, kernel, jnp.zeros((2, 2)), 5)
+
+
+def test_error_step_counts():
+    kernel = functools.partial(ula, step_size=0.1)
+    x0 = jnp.zeros((2, 2))
+    with pytest.raises(ValueError, match="num_samples.*thin.*num_steps"):
+        sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0, 10, num_samples=6, thin=2)
+    with pytest.raises(ValueError, match="thin"):
+        sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0, 10, num_samples=1, thin=0)
+    with pytest.raises(TypeError, match="num_steps"):
+        sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0, 10.0)
+    with pytest.raises(TypeError, match="logdensity_fn"):
+        sample_chains(jax.random.key(0), "energy", kernel, x0, 10)
+
+
+def test_divergence_warning():
+    quartic = lambda x: -jnp.sum(x**4)
+    x0 = jnp.array([[0.1, 0.1], [30.0, 30.0]])
+    kernel = functools.partial(ula, step_size=0.01)
+    with pytest.warns(RuntimeWarning, match="1 of 2 chains.*diverged"):
+        r = sample_chains(jax.random.key(0), quartic, kernel, x0, 30)
+    assert np.isfinite(np.asarray(r.logdensity)).tolist() == [True, False]
