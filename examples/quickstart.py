@@ -111,31 +111,20 @@ def main(num_chains=4000, num_steps=1000, out="quickstart.png"):
     print("(ULA has no accept/reject: its O(step_size) bias shows at step 0.02; MALA removes it)")
 
     # The same site inside numpyro.infer.MCMC, through the BlackJAX adapter.
-    # TODO(owner): remove the guard once numpyro_ebm.BlackJAXKernel is exported.
-    try:
-        from numpyro_ebm import BlackJAXKernel
-    except ImportError:
-        try:
-            from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel
-        except ImportError:
-            BlackJAXKernel = None
-    if BlackJAXKernel is not None:
-        mcmc = numpyro.infer.MCMC(
-            BlackJAXKernel(functools.partial(blackjax.mala, step_size=0.1), model=model),
-            num_warmup=500,
-            num_samples=2500,
-            num_chains=4,
-            chain_method="vectorized",
-            progress_bar=False,
-        )
-        mcmc.run(jax.random.key(2), extra_fields=("accept_prob",))
-        x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])  # (chains, samples, 2)
-        ess = numpyro.diagnostics.effective_sample_size(x)  # autocorrelated draws: SE from ESS
-        accept = float(np.mean(mcmc.get_extra_fields()["accept_prob"]))
-        draws["MCMC(BlackJAXKernel(mala))"] = x.reshape(-1, 2)
-        describe("MCMC(BlackJAXKernel(mala))", x.reshape(-1, 2), exact_mean, exact_cov, accept, ess)
-    else:
-        print("BlackJAXKernel not importable yet: skipping the numpyro.infer.MCMC part")
+    mcmc = numpyro.infer.MCMC(
+        numpyro_ebm.BlackJAXKernel(functools.partial(blackjax.mala, step_size=0.1), model=model),
+        num_warmup=500,
+        num_samples=2500,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(2), extra_fields=("accept_prob",))
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])  # (chains, samples, 2)
+    ess = numpyro.diagnostics.effective_sample_size(x)  # autocorrelated draws: SE from ESS
+    accept = float(np.mean(mcmc.get_extra_fields()["accept_prob"]))
+    draws["MCMC(BlackJAXKernel(mala))"] = x.reshape(-1, 2)
+    describe("MCMC(BlackJAXKernel(mala))", x.reshape(-1, 2), exact_mean, exact_cov, accept, ess)
 
     # Figure: density contours and samples per sampler.
     g1 = np.linspace(-4, 4, 200)
@@ -154,11 +143,105 @@ def main(num_chains=4000, num_steps=1000, out="quickstart.png"):
     fig.savefig(out, dpi=100)
     print(f"saved {os.path.abspath(out)}; total {time.perf_counter() - t_start:.1f}s")
 
-    # ================================================================================
-    # TRAINING (to be added): learn an energy network on two_moons with persistent
-    # contrastive divergence (PCD + ULA), then sample the learned EBM with sample_chains
-    # as above. This section is reserved for that issue.
-    # ================================================================================
+    train_two_moons()
+
+
+# ------------------------------------------------------------------------ training
+class MLPEnergy:
+    """A Flax MLP energy ``2 -> 128 -> 128 -> 1`` (swish), as used by the benchmarks."""
+
+    @staticmethod
+    def module():
+        import flax.linen as nn
+
+        class MLP(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                x = nn.swish(nn.Dense(128)(x))
+                x = nn.swish(nn.Dense(128)(x))
+                return nn.Dense(1)(x)[..., 0]
+
+        return MLP()
+
+
+def ebm_model(data):
+    """A NumPyro model whose observed site is the EBM: minibatches of 256 under a plate."""
+    from numpyro.contrib.module import flax_module
+
+    energy = flax_module("energy", MLPEnergy.module(), input_shape=(1, 2))
+    with numpyro.plate("data", data.shape[0], subsample_size=256):
+        batch = numpyro.subsample(data, event_dim=1)
+        numpyro.sample("x", numpyro_ebm.Unnormalized(energy, (2,)), obs=batch)
+
+
+def train_two_moons(num_steps=2000, out="quickstart_two_moons.png"):
+    """Train the MLP EBM on two_moons with persistent CD + ULA through NumPyro's SVI."""
+    import numpyro.distributions as dist
+    import optax
+    from numpyro.infer import SVI
+
+    t0 = time.perf_counter()
+    truth = numpyro_ebm.datasets.two_moons()
+    k_train, k_test, k_svi, k_sample = jax.random.split(jax.random.key(3), 4)
+    data = truth.sample(k_train, (20_000,))
+    test = truth.sample(k_test, (20_000,))
+
+    pcd = numpyro_ebm.PersistentContrastiveDivergence(
+        functools.partial(numpyro_ebm.ula, step_size=3e-3),
+        num_steps=20,
+        num_chains=256,
+        buffer_size=8192,
+        reinit_prob=0.05,
+        init_dist=dist.Uniform(-4.5, 4.5).expand([2]).to_event(1),
+        alpha=0.1,  # energy-magnitude penalty: keeps PCD stable (ebm-notes section 9)
+    )
+    optim = optax.adam(optax.cosine_decay_schedule(1e-3, num_steps, alpha=0.05))
+    svi = SVI(ebm_model, pcd.guide, optim, loss=pcd)
+    result = svi.run(k_svi, num_steps, data, stable_update=True)
+    numpyro_ebm.check_svi_result(result)  # clear error, never silent NaN parameters
+    train_seconds = time.perf_counter() - t0
+
+    E = numpyro_ebm.energy_fn(ebm_model, "x", model_args=(data,))
+    energy = jax.jit(lambda x: E(result.params, x))
+    log_Z = numpyro_ebm.logz_quadrature(energy, -6.0, 6.0, num_points=600, dim=2)
+    test_nll = float(jnp.mean(energy(test)) + log_Z)
+    entropy, entropy_se = numpyro_ebm.datasets.entropy(truth, jax.random.key(4), 100_000)
+    print(
+        f"two_moons, PCD + ULA via SVI: {num_steps} steps in {train_seconds:.1f} s; test NLL "
+        f"{test_nll:.3f} nats, true entropy {float(entropy):.3f} ± {float(entropy_se):.3f}: "
+        f"gap {test_nll - float(entropy):+.3f} nats"
+    )
+
+    # samples of the learned EBM: 2000 MALA chains from uniform noise
+    init = jax.random.uniform(k_sample, (2000, 2), minval=-4.0, maxval=4.0)
+    chains = numpyro_ebm.sample_chains(
+        k_sample, lambda x: -energy(x), functools.partial(blackjax.mala, step_size=0.01),
+        init, num_steps=1000,
+    )  # fmt: skip
+    x = np.asarray(chains.positions)
+    outside = float(np.mean(np.abs(x).max(-1) > 4.0))
+    print(
+        f"  MALA on the learned EBM: acceptance {float(chains.acceptance_rate.mean()):.2f}; "
+        f"{outside:.1%} of chains left [-4, 4]^2 (no data there: the energy is unconstrained)"
+    )
+
+    g = np.linspace(-3, 3, 200)
+    X, Y = np.meshgrid(g, g)
+    grid = jnp.stack([X.ravel(), Y.ravel()], -1)
+    learned = np.exp(-np.asarray(energy(grid)) - float(log_Z)).reshape(X.shape)
+    true = np.exp(np.asarray(truth.log_prob(grid))).reshape(X.shape)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharex=True, sharey=True)
+    axes[0].imshow(true, extent=(-3, 3, -3, 3), origin="lower", cmap="viridis")
+    axes[0].set_title("true density")
+    axes[1].imshow(learned, extent=(-3, 3, -3, 3), origin="lower", cmap="viridis")
+    axes[1].set_title(f"learned EBM (gap {test_nll - float(entropy):+.3f} nats)")
+    axes[2].scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+    axes[2].set_title("MALA samples of the learned EBM")
+    axes[2].set_xlim(-3, 3)
+    axes[2].set_ylim(-3, 3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    print(f"saved {os.path.abspath(out)}; training section {time.perf_counter() - t0:.1f}s")
 
 
 if __name__ == "__main__":
