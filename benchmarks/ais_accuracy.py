@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import optax
+from _machine import machine_info  # noqa: E402
 from numpyro.infer import SVI
 
 from numpyro_ebm.ais import logz_ais
@@ -58,19 +59,6 @@ def trained_rbm(Xtr):
     result = svi.run(jax.random.key(0), 1000, jnp.asarray(Xtr), subsample_size=20,
                      progress_bar=False)
     return rbm.get_params(result.params)
-
-
-def machine_info():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return cpu, os.cpu_count()
 
 
 def main(argv=None):

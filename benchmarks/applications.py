@@ -31,18 +31,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import anomaly_detection  # noqa: E402
 import classify_digits  # noqa: E402
 import denoise_digits  # noqa: E402
+from _machine import machine_info  # noqa: E402
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu, _ = machine_info()
     return (
         f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs visible; JAX device "
         f"{jax.devices()[0].platform}; jax {jax.__version__}"

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _machine import machine_info  # noqa: E402
 from numpyro.infer import SVI
 
 from numpyro_ebm.estimators import no_guide
@@ -49,19 +50,6 @@ def load_data():
     X, y = load_digits(return_X_y=True)
     X = (X > 7).astype(np.float32)
     return train_test_split(X, y, test_size=0.2, random_state=0)
-
-
-def machine_info():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return cpu, os.cpu_count()
 
 
 class Timer:

@@ -36,6 +36,7 @@ import sys
 import time
 
 import numpy as np
+from _machine import machine_info  # noqa: E402
 
 
 def make_weights(seed: int = 0, width: int = 128):
@@ -161,19 +162,6 @@ def torch_runner(weights, step_size, num_steps, threads):
 
 
 # ---------------------------------------------------------------------------------------- main
-def machine_info():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return cpu, os.cpu_count()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=1024)

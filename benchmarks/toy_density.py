@@ -1,0 +1,463 @@
+"""Every estimator on the 2-D toy densities: test NLL gap to the truth and wall time.
+
+Each cell trains the same MLP energy (2 -> 128 -> 128 -> 1, swish; Flax through
+``numpyro.contrib.module.flax_module``) on the same ``--num-train`` exact draws of a toy density
+with one estimator, in NumPyro's ``SVI`` (``svi.update`` scanned in compiled chunks, so a time
+budget ``--seconds`` can stop it between chunks), and reports
+
+    gap = mean_test [log p_true(x) - log p_EBM(x)],    log p_EBM = -E - log Z_quadrature,
+
+the KL divergence from the truth estimated on ``--num-test`` fresh draws (0 is perfect; equal in
+expectation to test NLL minus the true entropy, paired so that its Monte Carlo error is small),
+with ``log Z`` by ``numpyro_ebm.logz_quadrature`` on a grid over ``[-6, 6]^2``. NCE and FCE also
+report the self-normalized gap (their learned ``log_Z`` instead of quadrature), and FCE its
+flow's gap. Wall time counts compilation and training, not evaluation.
+
+Cells are cached as JSON (``--cache-dir``), so they can run one at a time:
+
+    python benchmarks/toy_density.py --estimators FCE --datasets rings
+    python benchmarks/toy_density.py --report-only      # table + figure from the cache
+
+Writes benchmarks/results/toy_density.md and benchmarks/results/toy_density.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ESTIMATORS = ("CD", "PCD", "SM", "SSM", "DSM", "NCE", "FCE")
+DATASETS = ("eight_gaussians", "two_moons", "rings", "checkerboard")
+BOX = 6.0  # quadrature box [-BOX, BOX]^2
+NUM_POINTS = 600  # quadrature grid points per axis (spacing 0.02)
+PLOT_BOX = 4.5
+PLOT_POINTS = 200
+BATCH = 256
+# DSM learns the density smoothed by N(0, sigma^2): sigma ~ half the data's finest length scale.
+DSM_SIGMA = {"eight_gaussians": 0.2, "two_moons": 0.1, "rings": 0.04, "checkerboard": 0.1}
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+# --------------------------------------------------------------------------------------------
+# the model: one MLP energy for every estimator
+
+
+def mlp():
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.swish(nn.Dense(128)(x))
+            x = nn.swish(nn.Dense(128)(x))
+            return nn.Dense(1)(x)[..., 0]
+
+    return MLP()
+
+
+def make_model(with_log_Z: bool):
+    import numpyro
+    from numpyro.contrib.module import flax_module
+
+    from numpyro_ebm.distribution import Unnormalized
+
+    def model(data):
+        energy = flax_module("energy", mlp(), input_shape=(1, 2))
+        log_Z = numpyro.param("log_Z", 0.0) if with_log_Z else None
+        with numpyro.plate("data", data.shape[0], subsample_size=BATCH):
+            batch = numpyro.subsample(data, event_dim=1)
+            numpyro.sample("x", Unnormalized(energy, (2,), log_Z=log_Z), obs=batch)
+
+    return model
+
+
+def make_setup(name: str, dataset: str, data, steps: int | None, key):
+    """(model, guide, optimizer, loss, num_steps, extra) for one estimator."""
+    import numpyro.distributions as dist
+    import optax
+    from numpyro.optim import optax_to_numpyro
+
+    from numpyro_ebm.estimators._site import no_guide
+    from numpyro_ebm.estimators.contrastive import (
+        ContrastiveDivergence,
+        PersistentContrastiveDivergence,
+    )
+    from numpyro_ebm.estimators.fce import FlowContrastiveEstimation
+    from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation
+    from numpyro_ebm.estimators.score_matching import (
+        DenoisingScoreMatching,
+        ScoreMatching,
+        SlicedScoreMatching,
+    )
+    from numpyro_ebm.flows import fce_optimizer, flow_guide
+    from numpyro_ebm.sampling.langevin import ula
+
+    def adam(lr, n):
+        return optax_to_numpyro(optax.adam(optax.cosine_decay_schedule(lr, n, alpha=0.05)))
+
+    mean, std = data.mean(0), data.std(0)
+    cov = jnp.cov(data.T)
+    box = dist.Uniform(-BOX + 1.5, BOX - 1.5).expand([2]).to_event(1)
+    kernel = partial(ula, step_size=3e-3)
+    if name == "CD":
+        n = steps or 3000
+        loss = ContrastiveDivergence(kernel, num_steps=20, alpha=0.1)
+        return make_model(False), no_guide, adam(1e-3, n), loss, n, {}
+    if name == "PCD":
+        n = steps or 3000
+        loss = PersistentContrastiveDivergence(
+            kernel, 20, num_chains=256, buffer_size=8192, reinit_prob=0.05, init_dist=box,
+            alpha=0.1,
+        )  # fmt: skip
+        return make_model(False), loss.guide, adam(1e-3, n), loss, n, {}
+    if name == "SM":
+        n = steps or 10000
+        return make_model(False), no_guide, adam(1e-3, n), ScoreMatching(), n, {}
+    if name == "SSM":
+        n = steps or 10000
+        return make_model(False), no_guide, adam(1e-3, n), SlicedScoreMatching(), n, {}
+    if name == "DSM":
+        n = steps or 15000
+        sigma = DSM_SIGMA[dataset]
+        loss = DenoisingScoreMatching(sigma)
+        return make_model(False), no_guide, adam(1e-3, n), loss, n, {"sigma": sigma}
+    if name == "NCE":
+        n = steps or 5000
+        noise = dist.MultivariateNormal(mean, 1.5**2 * cov)
+        loss = NoiseContrastiveEstimation(noise, num_noise=4)
+        return make_model(True), no_guide, adam(1e-3, n), loss, n, {}
+    if name == "FCE":
+        n = steps or 5000
+        guide = flow_guide("x", 2, key=key, flow="coupling-spline", loc=mean, scale=std)
+        optim = fce_optimizer(guide, ebm_lr=1e-3, flow_lr=3e-4, num_steps=n)
+        loss = FlowContrastiveEstimation(num_noise=1, flow_mle_weight=0.1)
+        return make_model(True), guide, optim, loss, n, {"guide": guide}
+    raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}")
+
+
+# --------------------------------------------------------------------------------------------
+# one cell
+
+
+def train(svi, data, num_steps, seconds, key, clock="wall", chunk=250):
+    """``svi.update`` scanned ``chunk`` steps at a time until ``num_steps`` or ``seconds``.
+
+    ``clock="cpu"`` measures the budget in this process's CPU time divided by the core count
+    (the wall time an otherwise idle machine would take), for a machine shared with other jobs.
+    Returns ``(state, losses, steps done, wall seconds, cpu seconds)``."""
+    ncpu = os.cpu_count() or 1
+
+    def elapsed():
+        if clock == "cpu":
+            return (time.process_time() - cpu0) / ncpu
+        return time.perf_counter() - start
+
+    from jax import lax
+
+    @jax.jit
+    def run_chunk(state, data):
+        def body(s, _):
+            return svi.update(s, data)
+
+        return lax.scan(body, state, None, length=chunk)
+
+    start, cpu0 = time.perf_counter(), time.process_time()
+    state = svi.init(key, data)
+    losses, done = [], 0
+    while done < num_steps:
+        state, chunk_losses = run_chunk(state, data)
+        chunk_losses = np.asarray(chunk_losses)
+        losses.append(chunk_losses)
+        done += chunk
+        if not np.all(np.isfinite(chunk_losses)):
+            break
+        if seconds is not None and elapsed() > seconds:
+            break
+    jax.block_until_ready(state)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    return state, np.concatenate(losses), done, wall, cpu
+
+
+def run_cell(name, dataset, args):
+    from numpyro.infer import SVI
+
+    from numpyro_ebm import datasets
+    from numpyro_ebm.energy import energy_fn
+    from numpyro_ebm.partition import logz_quadrature
+
+    key = jax.random.key(args.seed)
+    k_train, k_test, k_init, k_flow = jax.random.split(key, 4)
+    truth = datasets.TOY_DENSITIES[dataset]()
+    data = truth.sample(k_train, (args.num_train,))
+    test = truth.sample(k_test, (args.num_test,))
+    model, guide, optim, loss, num_steps, extra = make_setup(
+        name, dataset, data, args.steps, k_flow
+    )
+    svi = SVI(model, guide, optim, loss=loss)
+    state, losses, done, wall, cpu = train(
+        svi, data, num_steps, args.seconds, k_init, clock=args.clock
+    )
+    params = svi.get_params(state)
+
+    t0 = time.perf_counter()
+    E = jax.jit(energy_fn(model, "x", model_args=(data,)))  # includes log_Z when learned
+    log_p_true = truth.log_prob(test)
+    energy_test = E(params, test)
+    log_Z = float(logz_quadrature(lambda x: E(params, x), -BOX, BOX, NUM_POINTS, dim=2))
+    per_point = log_p_true + energy_test + log_Z
+    row = {
+        "estimator": name,
+        "dataset": dataset,
+        "steps": int(done),
+        "planned_steps": int(num_steps),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "ncpu": os.cpu_count() or 1,
+        "final_loss": float(np.mean(losses[-100:])),
+        "finite": bool(np.all(np.isfinite(losses))) and math.isfinite(log_Z),
+        "gap": float(jnp.mean(per_point)),
+        "test_nll": float(jnp.mean(energy_test) + log_Z),
+        "gap_se": float(jnp.std(per_point) / math.sqrt(args.num_test)),
+        "log_Z_quadrature": log_Z,
+    }
+    if "log_Z" in params:  # self-normalized: -E - log_Z with the learned log_Z (already in E)
+        row["gap_self_normalized"] = float(jnp.mean(log_p_true + energy_test))
+    if "sigma" in extra:
+        row["dsm_sigma"] = extra["sigma"]
+    if "guide" in extra:
+        log_q = extra["guide"].log_prob(params, test)
+        row["flow_gap"] = float(jnp.mean(log_p_true - log_q))
+    # densities for the figure
+    g = jnp.linspace(-PLOT_BOX, PLOT_BOX, PLOT_POINTS)
+    grid = jnp.stack(jnp.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    density = jnp.exp(-E(params, grid) - log_Z).reshape(PLOT_POINTS, PLOT_POINTS)
+    row["eval_seconds"] = time.perf_counter() - t0
+    return row, np.asarray(density)
+
+
+def truth_density(dataset):
+    from numpyro_ebm import datasets
+
+    g = jnp.linspace(-PLOT_BOX, PLOT_BOX, PLOT_POINTS)
+    grid = jnp.stack(jnp.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    return np.asarray(jnp.exp(datasets.TOY_DENSITIES[dataset]().log_prob(grid))).reshape(
+        PLOT_POINTS, PLOT_POINTS
+    )
+
+
+def true_entropy(dataset, seed=0):
+    from numpyro_ebm import datasets
+
+    h, se = datasets.entropy(datasets.TOY_DENSITIES[dataset](), jax.random.key(seed), 200_000)
+    return float(h), float(se)
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+def cell_path(cache_dir, name, dataset):
+    return os.path.join(cache_dir, f"{name}__{dataset}")
+
+
+def load_cells(cache_dir):
+    rows = {}
+    for e in ESTIMATORS:
+        for d in DATASETS:
+            p = cell_path(cache_dir, e, d) + ".json"
+            if os.path.exists(p):
+                with open(p) as f:
+                    rows[e, d] = json.load(f)
+    return rows
+
+
+def idle_seconds(row):
+    """Process CPU seconds / cores: the wall time of the cell on an otherwise idle machine."""
+    return row.get("cpu_seconds", row["seconds"] * row.get("ncpu", 1)) / row.get("ncpu", 1)
+
+
+def fmt_cell(row):
+    if row is None:
+        return "—"
+    times = f"({row['seconds']:.0f} / {row.get('cpu_seconds', float('nan')):.0f} s)"
+    if not row["finite"]:
+        return f"NaN {times}"
+    return f"{row['gap']:+.3f} {times}"
+
+
+def machine():
+    try:
+        nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        nproc = str(os.cpu_count())
+    return f"{platform.platform()}, {platform.processor() or platform.machine()}, nproc={nproc}"
+
+
+def report(cache_dir, args):
+    rows = load_cells(cache_dir)
+    header = "| estimator | " + " | ".join(DATASETS) + " |"
+    sep = "|---" * (len(DATASETS) + 1) + "|"
+    lines = [header, sep]
+    for e in ESTIMATORS:
+        lines.append(f"| {e} | " + " | ".join(fmt_cell(rows.get((e, d))) for d in DATASETS) + " |")
+    entropies = {d: true_entropy(d) for d in DATASETS}
+    lines.append(
+        "| *true entropy H (nats)* | "
+        + " | ".join(f"{entropies[d][0]:.3f} ± {entropies[d][1]:.3f}" for d in DATASETS)
+        + " |"
+    )
+    table = "\n".join(lines)
+    extra = ["| cell | steps done / planned | gap ± se | test NLL − H | self-normalized gap | "
+             "flow gap | load |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (e, d), r in sorted(rows.items()):
+        sn = f"{r['gap_self_normalized']:+.3f}" if "gap_self_normalized" in r else ""
+        fg = f"{r['flow_gap']:+.3f}" if "flow_gap" in r else ""
+        extra.append(
+            f"| {e} / {d} | {r['steps']} / {r['planned_steps']} | {r['gap']:+.3f} ± "
+            f"{r['gap_se']:.3f} | {r['test_nll'] - entropies[d][0]:+.3f} | {sn} | {fg} | "
+            f"{r.get('load', '')} |"
+        )
+    print(table)
+    print()
+    print("\n".join(extra))
+    misses = [f"{e}/{d}" for (e, d), r in rows.items() if not (r["finite"] and r["gap"] <= 0.1)]
+    slow = [f"{e}/{d}" for (e, d), r in rows.items() if idle_seconds(r) > 60]
+    slow_1core = [f"{e}/{d}" for (e, d), r in rows.items() if r.get("cpu_seconds", 0) > 60]
+    md = [
+        "## Toy densities: test NLL gap of every estimator (benchmarks/toy_density.py)",
+        "",
+        f"Date {datetime.date.today().isoformat()}; machine: {machine()}.",
+        "Same MLP energy (2→128→128→1, swish, Flax), same data "
+        f"({args.num_train} train / {args.num_test} test exact draws), batch {BATCH}, "
+        "Adam with cosine decay. Cell: gap in nats = mean over test draws of "
+        "log p_true − log p_EBM (KL from the truth; test NLL − true entropy, paired), "
+        "log Z by `logz_quadrature` on [−6, 6]² (600² points); in parentheses (wall s / CPU s) "
+        "of compile + training. The 2 CPU cores were shared with other jobs while measuring "
+        "(load column below: 1-min load average at the cell's start, often 10-20), so wall "
+        "times are inflated several-fold; on an idle 2-core machine a cell would take between "
+        "CPU s / 2 (both cores busy) and CPU s (one core). The time budget (`--clock cpu "
+        f"--seconds {args.seconds:g}`) stopped training at CPU s / 2 > {args.seconds:g} s.",
+        "",
+        table,
+        "",
+        "\n".join(extra),
+        "",
+        "Target: every cell ≤ 0.1 nats in ≤ 60 s. Gap above 0.1 nats: "
+        + (", ".join(sorted(misses)) if misses else "none")
+        + ". Over 60 s even with both cores busy (CPU s / 2 > 60): "
+        + (", ".join(sorted(slow)) if slow else "none")
+        + ". Over 60 CPU s (over 60 s if single-threaded): "
+        + (", ".join(sorted(slow_1core)) if slow_1core else "none")
+        + ".",
+        "",
+    ]
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "toy_density.md"), "w") as f:
+        f.write("\n".join(md))
+    figure(cache_dir, rows)
+
+
+def figure(cache_dir, rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = ("truth",) + ESTIMATORS
+    fig, axes = plt.subplots(
+        len(DATASETS), len(cols), figsize=(2 * len(cols), 2 * len(DATASETS)), squeeze=False
+    )
+    for i, d in enumerate(DATASETS):
+        for j, c in enumerate(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(c)
+            if j == 0:
+                ax.set_ylabel(d)
+            if c == "truth":
+                dens = truth_density(d)
+            else:
+                p = cell_path(cache_dir, c, d) + ".npy"
+                if not os.path.exists(p):
+                    continue
+                dens = np.load(p)
+                r = rows.get((c, d))
+                if r is not None:
+                    ax.set_xlabel(f"{r['gap']:+.2f} nats", fontsize=8)
+            ax.imshow(
+                dens,
+                origin="lower",
+                extent=(-PLOT_BOX, PLOT_BOX, -PLOT_BOX, PLOT_BOX),
+                cmap="viridis",
+            )
+    fig.tight_layout()
+    fig.savefig(os.path.join(RESULTS, "toy_density.png"), dpi=80)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--steps", type=int, default=None, help="override every estimator's steps")
+    parser.add_argument("--seconds", type=float, default=60.0, help="time budget per cell")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="budget clock: wall time, or process CPU time / cores (on a shared machine)",
+    )
+    parser.add_argument("--num-train", type=int, default=50_000)
+    parser.add_argument("--num-test", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cache-dir", default=os.path.join(tempfile.gettempdir(), "numpyro_ebm_toy_density")
+    )
+    parser.add_argument("--report-only", action="store_true", help="only table + figure")
+    parser.add_argument("--no-report", action="store_true", help="only run the cells")
+    args = parser.parse_args(argv)
+    estimators = [e for e in args.estimators.split(",") if e]
+    datasets_ = [d for d in args.datasets.split(",") if d]
+    for e in estimators:
+        if e not in ESTIMATORS:
+            parser.error(f"--estimators: unknown {e!r}; expected some of {ESTIMATORS}")
+    for d in datasets_:
+        if d not in DATASETS:
+            parser.error(f"--datasets: unknown {d!r}; expected some of {DATASETS}")
+    os.makedirs(args.cache_dir, exist_ok=True)
+    if not args.report_only:
+        for d in datasets_:
+            for e in estimators:
+                load = os.getloadavg()[0]
+                row, density = run_cell(e, d, args)
+                row["load"] = round(load, 1)
+                path = cell_path(args.cache_dir, e, d)
+                np.save(path + ".npy", density)
+                with open(path + ".json", "w") as f:
+                    json.dump(row, f)
+                print(json.dumps(row), flush=True)
+    if not args.no_report:
+        report(args.cache_dir, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
