@@ -170,6 +170,7 @@ def toy_model(data):
         numpyro.sample("x", numpyro_ebm.Unnormalized(net, (2,)), obs=batch)
 
 
+@pytest.mark.slow  # long statistical test: `pytest -m slow`
 def test_anomaly_scores_are_energies_and_auroc_on_toy():
     key_train, key_test, key_out = jax.random.split(jax.random.key(0), 3)
     moons = two_moons()

@@ -210,6 +210,7 @@ def test_cd_rejects_discrete_only_model_and_wrong_site_names():
         CombinedLoss(cd, weights=(1.0, 2.0))
 
 
+@pytest.mark.slow  # long statistical test: `pytest -m slow`
 def test_jem_combined_loss_is_sum_and_trains():
     x, y = separable_data(256, 2)
     box = dist.Uniform(-6.0, 6.0).expand([D]).to_event(1)

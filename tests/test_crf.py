@@ -72,6 +72,7 @@ def test_bad_shapes_are_errors():
         LinearChainCRF(jnp.zeros(3), jnp.zeros((3, 3)))
 
 
+@pytest.mark.slow  # long statistical test: `pytest -m slow`
 def test_crf_trained_by_exact_likelihood_reaches_bayes_accuracy():
     import importlib.util
     import pathlib

@@ -138,6 +138,7 @@ def ising_exact():
     return states.reshape(-1, 4, 4)
 
 
+@pytest.mark.slow  # long statistical test: `pytest -m slow`
 def test_ising_moment_matching_recovers_coupling(ising_exact):
     """Learn (J, h) from exact samples of a known 4x4 Ising model (beta J = 0.3, beta h = 0.1)."""
     theta_true = jnp.array([0.3, 0.1])
