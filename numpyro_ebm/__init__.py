@@ -1,8 +1,12 @@
 """numpyro-ebm: energy-based models as first-class citizens of NumPyro.
 
-Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`), extract its energy
-(:func:`energy_fn`), sample it with any BlackJAX kernel over many chains (:func:`sample_chains`,
-:func:`ula`, :class:`BlackJAXKernel`), and compute partition functions (:func:`logz_quadrature`).
+Define an EBM as a NumPyro site (:class:`Unnormalized`, :func:`energy_factor`) and extract its
+energy (:func:`energy_fn`); sample it with any BlackJAX kernel over many chains
+(:func:`sample_chains`, :func:`ula`, :func:`gibbs`) or inside ``numpyro.infer.MCMC``
+(:class:`BlackJAXKernel`); train it with SVI losses (contrastive divergence, score matching, NCE,
+FCE); evaluate it with partition functions (:func:`logz_quadrature`, :func:`logz_exact`,
+:func:`logz_ais`) and likelihoods (:func:`log_likelihood`). Classical models live in
+:mod:`numpyro_ebm.models`, toy densities in :mod:`numpyro_ebm.datasets`.
 """
 
 from numpyro_ebm import applications, datasets, diagnostics, models
@@ -39,48 +43,48 @@ from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelSt
 __version__ = "0.1.0"
 
 __all__ = [
-    "LogLikelihood",
-    "log_likelihood",
-    "pseudo_log_likelihood",
-    "CombinedLoss",
-    "ConditionalMaximumLikelihood",
-    "label_ebm",
-    "label_energies",
-    "applications",
-    "diagnostics",
     "AISResult",
-    "annealed_importance_sampling",
-    "logz_ais",
-    "temperature_schedule",
     "BlackJAXKernel",
     "BlackJAXKernelState",
     "ChainResult",
+    "CombinedLoss",
+    "ConditionalMaximumLikelihood",
     "ContrastiveDivergence",
     "DenoisingScoreMatching",
     "FlowContrastiveEstimation",
     "FlowGuide",
+    "LogLikelihood",
     "NoiseContrastiveEstimation",
+    "PersistentContrastiveDivergence",
     "ScoreMatching",
     "SlicedScoreMatching",
-    "PersistentContrastiveDivergence",
+    "Unnormalized",
+    "annealed_importance_sampling",
+    "applications",
+    "block_gibbs",
     "check_finite_params",
     "check_svi_result",
     "contrastive_divergence_loss",
-    "load_checkpoint",
-    "save_checkpoint",
-    "Unnormalized",
-    "energy_factor",
-    "block_gibbs",
     "datasets",
+    "diagnostics",
+    "energy_factor",
     "energy_fn",
     "fce_optimizer",
     "flow_guide",
     "gibbs",
     "gibbs_with_gradients",
+    "label_ebm",
+    "label_energies",
+    "load_checkpoint",
+    "log_likelihood",
+    "logz_ais",
     "logz_exact",
     "logz_quadrature",
     "models",
     "no_guide",
+    "pseudo_log_likelihood",
     "sample_chains",
+    "save_checkpoint",
+    "temperature_schedule",
     "ula",
 ]
