@@ -18,13 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import optax
 import pytest
-from numpyro.infer import SVI
 
 import numpyro_ebm
 from numpyro_ebm.ais import logz_ais
-from numpyro_ebm.datasets import eight_gaussians, two_moons
+from numpyro_ebm.datasets import eight_gaussians
 from numpyro_ebm.likelihood import log_likelihood
 from numpyro_ebm.partition import logz_quadrature
 
@@ -107,40 +105,9 @@ def test_2d_non_gaussian_matches_quadrature(energy, exact, low, high, base, kern
 @pytest.mark.slow
 def test_2d_trained_ebm_matches_quadrature():
     """An MLP EBM trained by denoising score matching on two moons: AIS vs quadrature."""
-    from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
+    from _trained_ebm import trained_two_moons_energy
 
-    def init_mlp(key, sizes=(2, 64, 64, 1)):
-        params = {}
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            key, k = jax.random.split(key)
-            params[f"W{i}"] = jax.random.normal(k, (a, b)) / math.sqrt(a)
-            params[f"b{i}"] = jnp.zeros(b)
-        return params
-
-    def mlp(params, x):
-        h = x
-        for i in range(len(params) // 2):
-            h = h @ params[f"W{i}"] + params[f"b{i}"]
-            if i < len(params) // 2 - 1:
-                h = jax.nn.swish(h)
-        return h[..., 0]
-
-    init = init_mlp(jax.random.key(0))
-
-    def model(data):
-        params = {k: numpyro.param(k, v) for k, v in init.items()}
-        with numpyro.plate("data", data.shape[0], subsample_size=256):
-            batch = numpyro.subsample(data, event_dim=1)
-            numpyro.sample("x", numpyro_ebm.Unnormalized(lambda x: mlp(params, x), (2,)), obs=batch)
-
-    data = two_moons().sample(jax.random.key(1), (4000,))
-    svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3), loss=DenoisingScoreMatching(0.1))
-    params = svi.run(jax.random.key(2), 2000, data, progress_bar=False).params
-    E = numpyro_ebm.energy_fn(model, "x", model_args=(data,))
-
-    def energy(x):
-        return E(params, x)
-
+    energy, data = trained_two_moons_energy()
     quad = float(logz_quadrature(energy, -6.0, 6.0, 768, dim=2))
     assert abs(quad - float(logz_quadrature(energy, -8.0, 8.0, 1024, dim=2))) < 1e-3
     # a base fitted to the training data, widened: the closer to the target, the better

@@ -18,13 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import optax
 import pytest
 from numpyro.diagnostics import effective_sample_size
-from numpyro.infer import MCMC, NUTS, SVI, init_to_value
+from numpyro.infer import MCMC, NUTS, init_to_value
 
 import numpyro_ebm
-from numpyro_ebm.datasets import two_moons
 from numpyro_ebm.likelihood import pseudo_log_likelihood
 from numpyro_ebm.models import Ising
 from numpyro_ebm.partition import logz_exact
@@ -170,45 +168,11 @@ def test_prior_posterior_blackjax_kernel(banana_posterior_grid, kernel, adapt):
 # A trained EBM (denoising score matching on two-moons data) as the prior: slow (training).
 
 
-def _init_mlp(key, sizes=(2, 64, 64, 1)):
-    params = {}
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        key, k = jax.random.split(key)
-        params[f"W{i}"] = jax.random.normal(k, (a, b)) / math.sqrt(a)
-        params[f"b{i}"] = jnp.zeros(b)
-    return params
-
-
-def _mlp(params, x):
-    n = len(params) // 2
-    h = x
-    for i in range(n):
-        h = h @ params[f"W{i}"] + params[f"b{i}"]
-        if i < n - 1:
-            h = jax.nn.swish(h)
-    return h[..., 0]
-
-
 @pytest.mark.slow
 def test_prior_posterior_trained_ebm():
-    from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
+    from _trained_ebm import trained_two_moons_energy
 
-    init = _init_mlp(jax.random.key(0))
-
-    def ebm(data):
-        params = {k: numpyro.param(k, v) for k, v in init.items()}
-        with numpyro.plate("data", data.shape[0], subsample_size=256):
-            batch = numpyro.subsample(data, event_dim=1)
-            numpyro.sample("x", numpyro_ebm.Unnormalized(lambda x: _mlp(params, x), (2,)), obs=batch)
-
-    data = two_moons().sample(jax.random.key(1), (4000,))
-    svi = SVI(ebm, numpyro_ebm.no_guide, optax.adam(1e-3), loss=DenoisingScoreMatching(0.1))
-    params = svi.run(jax.random.key(2), 2000, data, progress_bar=False).params
-    E = numpyro_ebm.energy_fn(ebm, "x", model_args=(data,))
-
-    def energy(z):
-        return E(params, z)
-
+    energy, _ = trained_two_moons_energy()
     grid = grid_posterior(energy, Y_OBS)
     for kernel in (NUTS(prior_model(energy)), None):
         if kernel is None:
