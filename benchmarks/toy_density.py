@@ -91,19 +91,19 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     import optax
     from numpyro.optim import optax_to_numpyro
 
-    from numpyro_ebm.estimators._site import no_guide
+    from numpyro_ebm.estimators.base import no_guide
     from numpyro_ebm.estimators.contrastive import (
         ContrastiveDivergence,
         PersistentContrastiveDivergence,
     )
     from numpyro_ebm.estimators.fce import FlowContrastiveEstimation
+    from numpyro_ebm.estimators.flows import fce_optimizer, flow_guide
     from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation
     from numpyro_ebm.estimators.score_matching import (
         DenoisingScoreMatching,
         ScoreMatching,
         SlicedScoreMatching,
     )
-    from numpyro_ebm.flows import fce_optimizer, flow_guide
     from numpyro_ebm.sampling.langevin import ula
 
     def adam(lr, n):
@@ -197,7 +197,7 @@ def run_cell(name, dataset, args):
 
     from numpyro_ebm import datasets
     from numpyro_ebm.energy import energy_fn
-    from numpyro_ebm.partition import logz_quadrature
+    from numpyro_ebm.evaluation.partition import logz_quadrature
 
     key = jax.random.key(args.seed)
     k_train, k_test, k_init, k_flow = jax.random.split(key, 4)

@@ -16,7 +16,7 @@ on a grid: moments, MMD to exact draws, ESS per second.
 **Part 2: an EBM likelihood.** The coupling :math:`J` of a 4x4 periodic Ising model, from 400
 exact draws at :math:`J = 0.3`, with a :math:`\mathcal N(0, 1)` prior: the exact posterior (log
 :math:`Z(J)` by enumeration of the :math:`2^{16}` states), the pseudo-likelihood posterior (no
-:math:`Z`; :func:`numpyro_ebm.likelihood.pseudo_log_likelihood`) by NUTS, and the naive
+:math:`Z`; :func:`numpyro_ebm.evaluation.likelihood.pseudo_log_likelihood`) by NUTS, and the naive
 posterior that drops :math:`-N \log Z(J)`, which is wrong by hundreds of standard deviations.
 
 Prints the tables; saves ``bayesian_prior.png``; with ``--results PATH`` writes a markdown snippet
@@ -47,11 +47,11 @@ from numpyro.infer import MCMC, NUTS, SVI, init_to_value
 
 import numpyro_ebm
 from numpyro_ebm.datasets import two_moons
-from numpyro_ebm.diagnostics import ess_per_second, mmd
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
-from numpyro_ebm.likelihood import log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.diagnostics import ess_per_second, mmd
+from numpyro_ebm.evaluation.likelihood import log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models import Ising
-from numpyro_ebm.partition import logz_exact
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

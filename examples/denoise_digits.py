@@ -38,7 +38,7 @@ from numpyro.contrib.module import flax_module
 from numpyro.infer import MCMC, SVI
 
 import numpyro_ebm
-from numpyro_ebm.applications import (
+from numpyro_ebm.applications.denoising import (
     denoise,
     denoise_map,
     posterior_model,
@@ -46,7 +46,7 @@ from numpyro_ebm.applications import (
     tweedie_denoise,
     wiener_denoise,
 )
-from numpyro_ebm.estimators._site import no_guide
+from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 
 DIM = 64

@@ -22,8 +22,8 @@ import optax  # noqa: E402
 from numpyro.infer import SVI, Trace_ELBO  # noqa: E402
 
 from numpyro_ebm import no_guide  # noqa: E402
+from numpyro_ebm.datasets.sequences import hmm_bayes_decode, random_hmm, sample_hmm  # noqa: E402
 from numpyro_ebm.models.crf import LinearChainCRF  # noqa: E402
-from numpyro_ebm.models.hmm_data import hmm_bayes_decode, random_hmm, sample_hmm  # noqa: E402
 
 
 def crf_model(symbols, tags=None, num_tags=4, num_symbols=12):

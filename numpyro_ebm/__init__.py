@@ -9,8 +9,7 @@ FCE); evaluate it with partition functions (:func:`logz_quadrature`, :func:`logz
 :mod:`numpyro_ebm.models`, toy densities in :mod:`numpyro_ebm.datasets`.
 """
 
-from numpyro_ebm import applications, datasets, diagnostics, models
-from numpyro_ebm.ais import AISResult, annealed_importance_sampling, logz_ais, temperature_schedule
+from numpyro_ebm import applications, datasets, evaluation, models
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
@@ -32,9 +31,16 @@ from numpyro_ebm.estimators import (
     no_guide,
     save_checkpoint,
 )
-from numpyro_ebm.flows import FlowGuide, fce_optimizer, flow_guide
-from numpyro_ebm.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
-from numpyro_ebm.partition import logz_exact, logz_quadrature
+from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
+from numpyro_ebm.evaluation import diagnostics
+from numpyro_ebm.evaluation.ais import (
+    AISResult,
+    annealed_importance_sampling,
+    logz_ais,
+    temperature_schedule,
+)
+from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -68,6 +74,7 @@ __all__ = [
     "datasets",
     "diagnostics",
     "energy_factor",
+    "evaluation",
     "energy_fn",
     "fce_optimizer",
     "flow_guide",

@@ -10,7 +10,7 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
-from numpyro_ebm.ais import (
+from numpyro_ebm.evaluation.ais import (
     AISResult,
     annealed_importance_sampling,
     logz_ais,

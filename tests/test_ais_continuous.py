@@ -4,7 +4,7 @@
   and the reported standard error consistent with the spread over independent runs;
 * 2-D non-Gaussian energies (a multimodal mixture, a banana, and in the slow set a trained MLP
   EBM) within 0.05 nats of grid quadrature;
-* :func:`numpyro_ebm.likelihood.log_likelihood` (test log-likelihood of a trained EBM site with
+* :func:`numpyro_ebm.evaluation.likelihood.log_likelihood` (test log-likelihood of a trained EBM site with
   log Z as a number, by quadrature, by enumeration or from AIS with its error bar) against
   closed-form Gaussian and Ising log-likelihoods.
 """
@@ -21,10 +21,10 @@ import numpyro.distributions as dist
 import pytest
 
 import numpyro_ebm
-from numpyro_ebm.ais import logz_ais
 from numpyro_ebm.datasets import eight_gaussians
-from numpyro_ebm.likelihood import log_likelihood
-from numpyro_ebm.partition import logz_quadrature
+from numpyro_ebm.evaluation.ais import logz_ais
+from numpyro_ebm.evaluation.likelihood import log_likelihood
+from numpyro_ebm.evaluation.partition import logz_quadrature
 
 D = 50
 SIGMAS = jnp.linspace(0.5, 2.0, D)

@@ -15,7 +15,7 @@ from numpyro.contrib.module import flax_module
 from numpyro.infer import MCMC, NUTS, SVI
 
 import numpyro_ebm
-from numpyro_ebm.applications import (
+from numpyro_ebm.applications.denoising import (
     anomaly_scores,
     auroc,
     class_probabilities,
@@ -28,7 +28,7 @@ from numpyro_ebm.applications import (
     wiener_denoise,
 )
 from numpyro_ebm.datasets import two_moons
-from numpyro_ebm.estimators._site import no_guide
+from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 
 # ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from numpyro.infer import MCMC, NUTS, init_to_value
 
 import numpyro_ebm
-from numpyro_ebm.diagnostics import ess_per_second
+from numpyro_ebm.evaluation.diagnostics import ess_per_second
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # ArviZ's notice about its coming refactor

@@ -23,9 +23,9 @@ from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC, NUTS, init_to_value
 
 import numpyro_ebm
-from numpyro_ebm.likelihood import pseudo_log_likelihood
+from numpyro_ebm.evaluation.likelihood import pseudo_log_likelihood
+from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models import Ising
-from numpyro_ebm.partition import logz_exact
 
 NOISE = 0.3
 S1, S2, BEND = 1.5, 0.25, 0.6  # banana prior: z1 ~ N(0, S1^2), z2 | z1 ~ N(BEND z1^2 - 1, S2^2)

@@ -14,7 +14,7 @@ import pytest
 from numpyro.infer import SVI, Trace_ELBO
 
 import numpyro_ebm
-from numpyro_ebm.estimators._site import no_guide
+from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.conditional import (
     CombinedLoss,
     ConditionalMaximumLikelihood,

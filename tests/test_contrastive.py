@@ -16,7 +16,7 @@ from blackjax.base import SamplingAlgorithm
 from numpyro.infer import SVI
 
 import numpyro_ebm
-from numpyro_ebm.estimators._site import no_guide
+from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.contrastive import (
     PCD_STATE,
     ContrastiveDivergence,

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_ebm.diagnostics import ess_per_second, mmd
+from numpyro_ebm.evaluation.diagnostics import ess_per_second, mmd
 
 
 def test_mmd_matches_brute_force_and_detects_a_shift():

@@ -11,14 +11,14 @@ from numpyro.infer import SVI
 
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.estimators import fce as fce_module
-from numpyro_ebm.estimators._site import no_guide
+from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.fce import (
     FlowContrastiveEstimation,
     fce_equilibrium_loss,
     reverse_gradient,
 )
+from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
 from numpyro_ebm.estimators.nce import nce_loss
-from numpyro_ebm.flows import FlowGuide, fce_optimizer, flow_guide
 
 D = 2
 MU = jnp.array([1.0, -0.5])

@@ -11,6 +11,7 @@ import pytest
 import scipy.special
 
 import numpyro_ebm
+from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models import (
     Ising,
     binary_test_image,
@@ -26,7 +27,6 @@ from numpyro_ebm.models import (
     restore_mean_field,
     spin,
 )
-from numpyro_ebm.partition import logz_exact
 
 
 def _energy_by_loops(s, shape, coupling, field, periodic):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from numpyro_ebm import datasets as ds
-from numpyro_ebm.partition import logz_exact, logz_quadrature
+from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
 
 # ---------------------------------------------------------------------------------------------

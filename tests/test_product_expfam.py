@@ -17,9 +17,9 @@ from numpyro.infer import SVI
 from numpyro_ebm import sample_chains
 from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.contrastive import ContrastiveDivergence, contrastive_divergence_loss
+from numpyro_ebm.evaluation.partition import logz_quadrature
 from numpyro_ebm.models.expfam import ExponentialFamily, gaussian_statistics
 from numpyro_ebm.models.product import ProductOfExperts, gaussian_product
-from numpyro_ebm.partition import logz_quadrature
 from numpyro_ebm.sampling.gibbs import gibbs
 
 # ----------------------------------------------------------------------------- product of experts

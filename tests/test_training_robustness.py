@@ -16,13 +16,13 @@ from numpyro.infer import SVI
 from numpyro.infer.svi import SVIRunResult
 
 import numpyro_ebm
-from numpyro_ebm.estimators._site import no_guide
+from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.contrastive import (
     PCD_STATE,
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
 )
-from numpyro_ebm.estimators.guard import (
+from numpyro_ebm.training import (
     check_finite_params,
     check_svi_result,
     load_checkpoint,

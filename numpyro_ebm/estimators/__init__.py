@@ -1,6 +1,6 @@
 """Estimators: losses for NumPyro's ``SVI`` that train the observed ``Unnormalized`` site(s)."""
 
-from numpyro_ebm.estimators._site import (
+from numpyro_ebm.estimators.base import (
     EBMSite,
     EnergyLoss,
     SiteLoss,
@@ -23,12 +23,6 @@ from numpyro_ebm.estimators.contrastive import (
     contrastive_divergence_loss,
 )
 from numpyro_ebm.estimators.fce import FlowContrastiveEstimation, fce_equilibrium_loss
-from numpyro_ebm.estimators.guard import (
-    check_finite_params,
-    check_svi_result,
-    load_checkpoint,
-    save_checkpoint,
-)
 from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation, nce_loss
 from numpyro_ebm.estimators.score_matching import (
     DenoisingScoreMatching,
@@ -37,6 +31,12 @@ from numpyro_ebm.estimators.score_matching import (
     denoising_score_matching_loss,
     score_matching_loss,
     sliced_score_matching_loss,
+)
+from numpyro_ebm.training import (
+    check_finite_params,
+    check_svi_result,
+    load_checkpoint,
+    save_checkpoint,
 )
 
 __all__ = [

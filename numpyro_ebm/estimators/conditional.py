@@ -71,7 +71,7 @@ from numpyro.distributions import constraints
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import trace_model, unwrap_distribution
-from numpyro_ebm.estimators._site import EBMSite, EnergyLoss, observed_ebm_sites
+from numpyro_ebm.estimators.base import EBMSite, EnergyLoss, observed_ebm_sites
 from numpyro_ebm.estimators.contrastive import (
     _check_alpha,
     check_site_names,

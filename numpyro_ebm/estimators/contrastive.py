@@ -47,7 +47,7 @@ from numpyro import handlers
 from numpyro.primitives import mutable
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators._site import EBMSite, EnergyLoss, observed_ebm_sites
+from numpyro_ebm.estimators.base import EBMSite, EnergyLoss, observed_ebm_sites
 from numpyro_ebm.sampling.chains import build_algorithm, sample_chains
 
 __all__ = [

@@ -32,7 +32,7 @@ from numpyro.distributions import TransformedDistribution
 
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.energy import trace_model, unwrap_distribution
-from numpyro_ebm.estimators._site import EnergyLoss, no_guide, observed_ebm_sites
+from numpyro_ebm.estimators.base import EnergyLoss, no_guide, observed_ebm_sites
 from numpyro_ebm.estimators.nce import nce_loss
 
 __all__ = ["FlowContrastiveEstimation", "reverse_gradient", "fce_equilibrium_loss"]

@@ -29,7 +29,7 @@ from jax.scipy.linalg import solve_triangular
 from numpyro.distributions import Distribution, MultivariateNormal
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators._site import EBMSite, SiteLoss
+from numpyro_ebm.estimators.base import EBMSite, SiteLoss
 
 __all__ = ["NoiseContrastiveEstimation", "nce_loss"]
 

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators._site import EBMSite, SiteLoss
+from numpyro_ebm.estimators.base import EBMSite, SiteLoss
 
 __all__ = [
     "ScoreMatching",

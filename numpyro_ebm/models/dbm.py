@@ -54,14 +54,14 @@ import jax.numpy as jnp
 import optax
 
 from numpyro_ebm._validation import check_int, check_positive
-from numpyro_ebm.ais import (
+from numpyro_ebm.evaluation.ais import (
     AISResult,
     _check_betas,
     annealed_importance_sampling,
     temperature_schedule,
 )
+from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models.rbm import MAX_ENUMERATION_UNITS, RBM, _check_params
-from numpyro_ebm.partition import logz_exact
 
 __all__ = ["DBM", "DBMState", "DBMFitResult"]
 
@@ -150,7 +150,7 @@ class DBM:
 
     def log_partition(self, params, batch_size: int = 16_384) -> jax.Array:
         """Exact :math:`\\log Z` by enumerating :math:`h^1` (``H1 <= 24``), other layers summed
-        analytically; :func:`numpyro_ebm.partition.logz_exact` does the enumeration."""
+        analytically; :func:`numpyro_ebm.evaluation.partition.logz_exact` does the enumeration."""
         self._check(params)
         if self.num_hidden1 > MAX_ENUMERATION_UNITS:
             raise ValueError(

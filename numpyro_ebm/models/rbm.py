@@ -44,14 +44,14 @@ from blackjax.base import SamplingAlgorithm
 from numpyro.distributions import constraints
 
 from numpyro_ebm._validation import check_int, check_positive, is_concrete
-from numpyro_ebm.ais import (
+from numpyro_ebm.distribution import Unnormalized
+from numpyro_ebm.evaluation.ais import (
     AISResult,
     _check_betas,
     annealed_importance_sampling,
     temperature_schedule,
 )
-from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.partition import logz_exact
+from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 
 __all__ = [
@@ -89,7 +89,7 @@ class RBMGibbsInfo(NamedTuple):
 
 
 def _log_sum_exp_over_layer(log_f: Callable, num_units: int, batch_size: int, owner: str):
-    r""":math:`\log \sum_{u \in \{0,1\}^n} e^{f(u)}` with :func:`numpyro_ebm.partition.logz_exact`.
+    r""":math:`\log \sum_{u \in \{0,1\}^n} e^{f(u)}` with :func:`numpyro_ebm.evaluation.partition.logz_exact`.
 
     ``log_f`` maps ``(b, n)`` float 0/1 configurations to ``(b,)``.
     """
@@ -370,7 +370,7 @@ class RBM:
 
         Hidden layer: :math:`\\operatorname{logsumexp}_h [b^\\top h + \\sum_i
         \\operatorname{softplus}(a_i + (Wh)_i)]`; visible layer: :math:`\\operatorname{logsumexp}_v
-        [-F(v)]`, by :func:`numpyro_ebm.partition.logz_exact` (``batch_size`` configurations at a
+        [-F(v)]`, by :func:`numpyro_ebm.evaluation.partition.logz_exact` (``batch_size`` configurations at a
         time); jittable and differentiable in ``params``.
         """
         self._check(params)
@@ -412,7 +412,7 @@ class RBM:
         :param data: optional training data ``(N, V)``: then :math:`a_0` is the logit of its
             visible means (a base closer to the target, the S&M choice).
         :param base_visible_bias: :math:`a_0` directly; default from ``data``, else 0.
-        :param str schedule: see :func:`numpyro_ebm.ais.temperature_schedule` (default linear,
+        :param str schedule: see :func:`numpyro_ebm.evaluation.ais.temperature_schedule` (default linear,
             as in S&M).
         :return: :class:`~numpyro_ebm.AISResult` (``positions`` are the final ``v``).
         """

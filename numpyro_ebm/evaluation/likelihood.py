@@ -27,7 +27,7 @@ from numpyro_ebm._validation import check_finite, check_int
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import energy_fn as _energy_fn
 from numpyro_ebm.energy import trace_model, unwrap_distribution
-from numpyro_ebm.partition import logz_exact, logz_quadrature
+from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
 __all__ = ["LogLikelihood", "log_likelihood", "pseudo_log_likelihood"]
 
@@ -236,7 +236,7 @@ def log_likelihood(
 
         * a number (or a scalar array): used as is (``stderr = 0``);
         * an object with ``log_Z`` and ``stderr`` attributes, such as the
-          :class:`~numpyro_ebm.ais.AISResult` of :func:`numpyro_ebm.logz_ais`: its ``stderr`` is
+          :class:`~numpyro_ebm.evaluation.ais.AISResult` of :func:`numpyro_ebm.logz_ais`: its ``stderr`` is
           returned as the error bar of the mean;
         * ``"quadrature"`` (default): :func:`numpyro_ebm.logz_quadrature` on the box
           ``[low, high]`` with ``num_points`` per dimension (events of size 1 or 2);
