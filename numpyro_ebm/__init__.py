@@ -41,6 +41,7 @@ from numpyro_ebm.evaluation.ais import (
 )
 from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
+from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AISResult",
+    "AnnealingPath",
     "BlackJAXKernel",
     "BlackJAXKernelState",
     "ChainResult",
@@ -78,6 +80,7 @@ __all__ = [
     "energy_fn",
     "fce_optimizer",
     "flow_guide",
+    "geometric_path",
     "gibbs",
     "gibbs_with_gradients",
     "label_ebm",

@@ -43,6 +43,10 @@ class Unnormalized(Distribution):
     :param support: a NumPyro constraint for each element of ``x`` (default ``constraints.real``);
         a latent site is sampled in the unconstrained space and mapped by ``biject_to(support)``.
     :param log_Z: optional log normalizing constant, e.g. ``numpyro.param("log_Z", 0.0)``.
+    :param annealing_path: optional :class:`~numpyro_ebm.sampling.annealing.AnnealingPath` whose
+        ``kernel(1.0)`` is an exact sampler of this density (a classical model's block Gibbs
+        kernel, set by ``model.distribution(params)``). Drivers handed the distribution without
+        a kernel (``sample_chains``, CD/PCD with ``kernel=None``, ``logz_ais``) use it.
     :param tuple batch_shape: batch shape (set by ``numpyro.plate`` through :meth:`expand`).
 
     **Example**
@@ -59,7 +63,7 @@ class Unnormalized(Distribution):
 
     arg_constraints = {}
     pytree_data_fields = ("log_Z",)
-    pytree_aux_fields = ("energy_fn", "_support")
+    pytree_aux_fields = ("energy_fn", "_support", "annealing_path")
 
     def __init__(
         self,
@@ -68,6 +72,7 @@ class Unnormalized(Distribution):
         support=constraints.real,
         log_Z=None,
         *,
+        annealing_path=None,
         batch_shape: tuple = (),
         validate_args=None,
     ):
@@ -90,7 +95,13 @@ class Unnormalized(Distribution):
             )
         if support.event_dim < len(event_shape):
             support = constraints.independent(support, len(event_shape) - support.event_dim)
+        if annealing_path is not None and not callable(getattr(annealing_path, "kernel", None)):
+            raise TypeError(
+                "Unnormalized: `annealing_path` must be a numpyro_ebm.AnnealingPath (with a "
+                f"`kernel(beta)` sampler), got {annealing_path!r}."
+            )
         self.energy_fn = energy_fn
+        self.annealing_path = annealing_path
         self._support = support
         self.log_Z = log_Z
         super().__init__(
@@ -141,29 +152,9 @@ class Unnormalized(Distribution):
             self.event_shape,
             self._support,
             self.log_Z,
+            annealing_path=self.annealing_path,
             batch_shape=batch_shape,
             validate_args=self._validate_args,
-        )
-
-    def tree_flatten(self):
-        return (self.log_Z,), (
-            self.energy_fn,
-            self.event_shape,
-            self._support,
-            self.batch_shape,
-            self._validate_args,
-        )
-
-    @classmethod
-    def tree_unflatten(cls, aux, params):
-        energy_fn, event_shape, support, batch_shape, validate_args = aux
-        return cls(
-            energy_fn,
-            event_shape,
-            support,
-            params[0],
-            batch_shape=batch_shape,
-            validate_args=validate_args,
         )
 
 

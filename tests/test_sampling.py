@@ -478,11 +478,10 @@ def test_error_ula_step_size(step_size):
     "kernel",
     [
         blackjax.mala,  # the factory's class itself, step_size missing
-        blackjax.mala(gauss_logdensity, step_size=0.1),  # an algorithm already built
         3,
         lambda logdensity_fn: "not an algorithm",
     ],
-    ids=["mala-without-step", "built-algorithm", "int", "returns-str"],
+    ids=["mala-without-step", "int", "returns-str"],
 )
 def test_error_kernel_not_a_factory(kernel):
     with pytest.raises(TypeError, match="kernel"):
@@ -509,3 +508,39 @@ def test_divergence_warning():
     with pytest.warns(RuntimeWarning, match="1 of 2 chains.*diverged"):
         r = sample_chains(jax.random.key(0), quartic, kernel, x0, 30)
     assert np.isfinite(np.asarray(r.logdensity)).tolist() == [True, False]
+
+
+def test_sample_chains_with_a_built_algorithm_equals_the_factory():
+    """A `SamplingAlgorithm` already bound to the density runs the same chain as the factory."""
+    import blackjax
+
+    logdensity = lambda x: -0.5 * jnp.sum(x**2)
+    init = jnp.zeros((64, 2))
+    key = jax.random.key(3)
+    factory = sample_chains(key, logdensity, functools.partial(blackjax.mala, step_size=0.3), init, 50, 10)
+    built = sample_chains(key, logdensity, blackjax.mala(logdensity, step_size=0.3), init, 50, 10)
+    no_density = sample_chains(key, None, blackjax.mala(logdensity, step_size=0.3), init, 50, 10)
+    np.testing.assert_array_equal(factory.samples, built.samples)
+    np.testing.assert_array_equal(factory.samples, no_density.samples)
+    np.testing.assert_array_equal(factory.logdensity, no_density.logdensity)
+
+
+def test_sample_chains_kernel_none_uses_the_distributions_own_sampler():
+    import blackjax
+    import numpyro.distributions as dist
+
+    from numpyro_ebm import geometric_path
+
+    energy = lambda x: 0.5 * jnp.sum(x**2, -1)
+    path = geometric_path(lambda x: -energy(x), dist.Normal(0.0, 2.0).expand([2]).to_event(1),
+                          functools.partial(blackjax.mala, step_size=0.3))
+    ebm = Unnormalized(energy, (2,), annealing_path=path)
+    result = sample_chains(jax.random.key(0), ebm, None, jnp.zeros((2000, 2)), 200)
+    x = result.positions
+    se = 1.0 / np.sqrt(2000)
+    assert abs(float(x.mean())) < 5 * se
+    assert abs(float(x.var()) - 1.0) < 5 * np.sqrt(2.0 / 4000)
+    with pytest.raises(TypeError, match="no sampler of its own"):
+        sample_chains(jax.random.key(0), Unnormalized(energy, (2,)), None, jnp.zeros((4, 2)), 2)
+    with pytest.raises(TypeError, match="already bound"):
+        numpyro_ebm.sampling.chains.build_algorithm(blackjax.mala(energy, 0.1), energy)

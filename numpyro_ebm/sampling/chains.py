@@ -15,7 +15,14 @@ from numpyro.distributions import Distribution
 
 from numpyro_ebm._validation import check_finite, check_int, is_concrete, leading_size
 
-__all__ = ["ChainResult", "sample_chains", "build_algorithm", "logdensity_of"]
+__all__ = [
+    "ChainResult",
+    "build_algorithm",
+    "is_algorithm",
+    "logdensity_of",
+    "resolve_algorithm",
+    "sample_chains",
+]
 
 
 class ChainResult(NamedTuple):
@@ -53,16 +60,33 @@ def logdensity_of(logdensity_fn) -> tuple[Callable, tuple | None]:
     return logdensity_fn, None
 
 
+def is_algorithm(kernel) -> bool:
+    """True for a ``blackjax.SamplingAlgorithm`` already bound to one density (has ``init`` and
+    ``step`` and is not itself a factory)."""
+    return (
+        not callable(kernel)
+        and callable(getattr(kernel, "init", None))
+        and callable(getattr(kernel, "step", None))
+    )
+
+
 def build_algorithm(kernel, logdensity_fn):
-    """Call the factory ``kernel(logdensity_fn)`` and check that it is a BlackJAX algorithm."""
+    """Call the factory ``kernel(logdensity_fn)`` and check that it is a BlackJAX algorithm.
+
+    This is the one place where a driver turns a kernel *factory* into an algorithm for the
+    density the driver chose; an algorithm already bound to a density is refused here, since it
+    would sample its own density, not ``logdensity_fn``.
+    """
     hint = (
         "`kernel` must be a factory `logdensity_fn -> blackjax.SamplingAlgorithm`, e.g. "
         "`functools.partial(blackjax.mala, step_size=0.05)` or "
         "`functools.partial(numpyro_ebm.ula, step_size=1e-2)`"
     )
-    if not callable(kernel) or hasattr(kernel, "step") and hasattr(kernel, "init"):
+    if is_algorithm(kernel) or not callable(kernel):
         raise TypeError(
-            f"{hint}; got {kernel!r}. (Pass the factory, not an algorithm already built.)"
+            f"{hint}; got {kernel!r}. An algorithm already bound to a density (e.g. "
+            "`model.kernel(params)`) samples that density only, not the one this driver builds: "
+            "pass a factory here, or the model's `annealing_path(params)` where one is accepted."
         )
     try:
         algorithm = kernel(logdensity_fn)
@@ -71,6 +95,30 @@ def build_algorithm(kernel, logdensity_fn):
     if not (callable(getattr(algorithm, "init", None)) and callable(getattr(algorithm, "step", None))):
         raise TypeError(f"{hint}; it returned {type(algorithm).__name__}, which has no init/step.")
     return algorithm
+
+
+def resolve_algorithm(kernel, logdensity_fn, target=None):
+    """The algorithm :func:`sample_chains` runs: ``kernel`` built for ``logdensity_fn`` (a
+    factory), ``kernel`` itself (an algorithm already bound to a density), or, with
+    ``kernel=None``, the exact sampler of ``target``'s annealing path at ``beta = 1``."""
+    if kernel is None:
+        path = getattr(target, "annealing_path", None)
+        if path is None:
+            raise TypeError(
+                "`kernel` is None, but the density has no sampler of its own: pass a factory "
+                "`logdensity_fn -> blackjax.SamplingAlgorithm` (e.g. "
+                "`functools.partial(blackjax.mala, step_size=0.05)`), or a built algorithm such "
+                "as `model.kernel(params)`."
+            )
+        return path.kernel(1.0)
+    if is_algorithm(kernel):
+        return kernel
+    if logdensity_fn is None:
+        raise TypeError(
+            "`logdensity_fn` is None: a kernel factory needs the log density it should sample; "
+            "pass one, or pass a built algorithm as `kernel`."
+        )
+    return build_algorithm(kernel, logdensity_fn)
 
 
 class _StepKey:
@@ -84,6 +132,9 @@ class _StepKey:
 
     def __init__(self, step, kernel, logdensity_fn, tag="step"):
         self.step = step
+        if kernel is None or is_algorithm(kernel):  # a built algorithm: its own functions
+            self.key = (tag, step)
+            return
         try:
             hash((kernel, logdensity_fn))
             self.key = (tag, kernel, logdensity_fn)
@@ -109,6 +160,8 @@ def _check_positions(init_positions, logdensity_fn, event_shape):
                 f"got {jnp.shape(leaves[0])}."
             )
     check_finite("init_positions", init_positions)
+    if logdensity_fn is None:
+        return num_chains
     one = jax.tree.map(lambda x: x[0], init_positions)
     try:
         out = jax.eval_shape(logdensity_fn, one)
@@ -190,7 +243,7 @@ def _run(rng_key, states, *, algorithm_step, num_burn, num_samples, thin, shardi
 def sample_chains(
     rng_key,
     logdensity_fn,
-    kernel: Callable,
+    kernel,
     init_positions,
     num_steps: int,
     num_samples: int = 0,
@@ -214,11 +267,20 @@ def sample_chains(
     :param rng_key: a JAX PRNG key.
     :param logdensity_fn: :math:`\log p(x) = -E(x)` up to a constant, for one position (a pytree
         like one chain's slice of ``init_positions``); or a NumPyro distribution, whose ``log_prob``
-        is used and whose ``event_shape`` ``init_positions`` is checked against.
-    :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm``, e.g.
-        ``functools.partial(blackjax.mala, step_size=0.05)``,
-        ``functools.partial(numpyro_ebm.ula, step_size=1e-2)``,
-        ``functools.partial(blackjax.nuts, step_size=0.5, inverse_mass_matrix=jnp.ones(2))``.
+        is used and whose ``event_shape`` ``init_positions`` is checked against. May be ``None``
+        when ``kernel`` is a built algorithm (it then only serves the checks).
+    :param kernel: one of
+
+        * a factory ``logdensity_fn -> blackjax.SamplingAlgorithm``, e.g.
+          ``functools.partial(blackjax.mala, step_size=0.05)``,
+          ``functools.partial(numpyro_ebm.ula, step_size=1e-2)``,
+          ``functools.partial(blackjax.nuts, step_size=0.5, inverse_mass_matrix=jnp.ones(2))``;
+        * an algorithm already bound to one density (``init``/``step``), e.g. a model's exact
+          sampler ``ising.kernel(params)``; it samples its own density, and ``logdensity_fn`` is
+          then only used to check ``init_positions``;
+        * ``None``, when ``logdensity_fn`` is an ``Unnormalized`` distribution that carries an
+          :class:`~numpyro_ebm.AnnealingPath` (``model.distribution(params)``): its exact
+          sampler at ``beta = 1``.
     :param init_positions: pytree with a leading chain axis, e.g. shape ``(num_chains, *event_shape)``.
     :param int num_steps: total number of transitions per chain.
     :param int num_samples: number of states to keep, the last ``num_samples`` after thinning
@@ -239,7 +301,8 @@ def sample_chains(
             init_positions=jnp.zeros((4096, 2)), num_steps=1000, num_samples=100, thin=5)
         result.samples.shape   # (100, 4096, 2)
     """
-    logdensity_fn, event_shape = logdensity_of(logdensity_fn)
+    target = logdensity_fn
+    logdensity_fn, event_shape = (None, None) if target is None else logdensity_of(target)
     num_steps = check_int("num_steps", num_steps, 0)
     num_samples = check_int("num_samples", num_samples, 0)
     thin = check_int("thin", thin, 1)
@@ -248,7 +311,7 @@ def sample_chains(
             f"`num_samples` * `thin` = {num_samples * thin} exceeds `num_steps` = {num_steps}; "
             "keep at most num_steps // thin samples."
         )
-    algorithm = build_algorithm(kernel, logdensity_fn)
+    algorithm = resolve_algorithm(kernel, logdensity_fn, target)
     num_chains = _check_positions(init_positions, logdensity_fn, event_shape)
 
     sharding = _chain_sharding(num_chains)
@@ -280,8 +343,10 @@ def sample_chains(
     )
     positions = states.position
     logdensity = getattr(states, "logdensity", None)
-    if logdensity is None:
+    if logdensity is None and logdensity_fn is not None:
         logdensity = jax.vmap(logdensity_fn)(positions)
+    if logdensity is None:
+        logdensity = jnp.full((num_chains,), jnp.nan)
     if is_concrete(logdensity):
         bad = ~np.isfinite(np.asarray(logdensity))
         if bad.any():

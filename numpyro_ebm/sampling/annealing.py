@@ -1,0 +1,86 @@
+r"""Annealing paths: a family of densities from a tractable base to the target, each with a sampler.
+
+.. math::
+
+    \pi_\beta(x) \propto \exp f_\beta(x),\qquad \beta \in [0, 1],
+
+where :math:`\exp f_0` is a base whose normalizer :math:`Z_0` is known and which can be drawn
+from exactly, and :math:`f_1` is the target's log density :math:`-E(x)`. For every
+:math:`\beta` the path supplies a BlackJAX ``SamplingAlgorithm`` that leaves
+:math:`\pi_\beta` invariant. Drivers that move along :math:`\beta` (annealed importance
+sampling, tempering) take a path, so the sampler always matches the density the driver uses.
+
+Two ways to get one:
+
+* :func:`geometric_path`: any log density, any normalized base distribution and any kernel
+  *factory* (``logdensity_fn -> SamplingAlgorithm``):
+  :math:`f_\beta = (1-\beta)\log p_0 + \beta\log p`; the factory is called with
+  :math:`f_\beta` itself.
+* a classical model's own path, ``model.annealing_path(params)`` (Ising, RBM, DBM, ...): a path
+  whose samplers are the model's exact block-Gibbs kernels at each :math:`\beta` (for an RBM
+  the weights are scaled, which is not the geometric path of its free energy, but is the one
+  along which block Gibbs stays exact). ``model.distribution(params)`` carries that path, so
+  drivers that are handed the distribution find it (``Unnormalized.annealing_path``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+from numpyro.distributions import Distribution
+
+__all__ = ["AnnealingPath", "geometric_path"]
+
+
+class AnnealingPath(NamedTuple):
+    r"""A path of unnormalized densities :math:`\exp f_\beta`, :math:`\beta \in [0, 1]`.
+
+    :ivar logdensity_fn: ``(beta, x) -> f_beta(x)``, a scalar for one position ``x``;
+        ``f_1`` is the target's log density (``-E``), ``f_0`` the base's (up to ``log_Z_base``).
+    :ivar kernel: ``beta -> blackjax.SamplingAlgorithm`` whose transitions leave
+        :math:`\exp f_\beta` invariant (``beta`` may be traced).
+    :ivar sample_base: ``(rng_key, num_chains) -> positions``: exact draws from the normalized
+        base :math:`\exp f_0 / Z_0`, leading axis ``num_chains``.
+    :ivar log_Z_base: :math:`\log Z_0 = \log \int \exp f_0` (0 for a normalized base density).
+    """
+
+    logdensity_fn: Callable
+    kernel: Callable
+    sample_base: Callable
+    log_Z_base: Any
+
+
+def geometric_path(logdensity_fn: Callable, base: Distribution, kernel: Callable) -> AnnealingPath:
+    r"""The geometric path :math:`f_\beta(x) = (1-\beta)\log p_0(x) + \beta \log p(x)`.
+
+    :param logdensity_fn: :math:`\log p(x) = -E(x)` up to a constant, for one position.
+    :param base: the normalized base :math:`p_0`, a NumPyro distribution with ``sample`` and
+        ``log_prob`` over the same events (e.g. ``dist.Normal(0, 3).expand([2]).to_event(1)``).
+    :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm`` (e.g.
+        ``functools.partial(blackjax.mala, step_size=0.1)``); it is called with
+        :math:`f_\beta` for each :math:`\beta`, so it samples the tempered density.
+    :return: an :class:`AnnealingPath` with ``log_Z_base = 0``.
+    """
+    from numpyro_ebm.sampling.chains import build_algorithm
+
+    if not callable(logdensity_fn):
+        raise TypeError(f"`logdensity_fn` must be a callable x -> log p(x), got {logdensity_fn!r}.")
+    if not isinstance(base, Distribution):
+        raise TypeError(
+            "`base` must be a normalized NumPyro distribution (with sample and log_prob), e.g. "
+            f"`dist.Normal(0, 3).expand([2]).to_event(1)`; got {base!r}."
+        )
+    build_algorithm(kernel, base.log_prob)  # fail now on a kernel that is not a factory
+
+    def f(beta, x):
+        return (1.0 - beta) * base.log_prob(x) + beta * logdensity_fn(x)
+
+    def kernel_at(beta):
+        return build_algorithm(kernel, lambda x: f(beta, x))
+
+    def sample_base(rng_key, num_chains):
+        return base.sample(rng_key, (num_chains,))
+
+    return AnnealingPath(f, kernel_at, sample_base, jnp.zeros(()))
