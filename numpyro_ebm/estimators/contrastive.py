@@ -92,8 +92,12 @@ def contrastive_divergence_loss(energy_data, energy_negative, alpha=0.0):
 
 
 def _check_kernel(kernel) -> None:
-    """Fail at construction, not at the first training step, on a kernel that is no factory."""
-    build_algorithm(kernel, lambda x: -0.5 * jnp.sum(x**2))
+    """Fail at construction, not at the first training step, on a kernel that is no factory.
+
+    ``None`` is accepted: the chains then use the site distribution's own exact sampler (its
+    ``annealing_path``, e.g. an RBM's block Gibbs kernel), checked when the site is traced."""
+    if kernel is not None:
+        build_algorithm(kernel, lambda x: -0.5 * jnp.sum(x**2))
 
 
 def _check_alpha(alpha) -> float:
@@ -113,8 +117,19 @@ def _events(site: EBMSite, value) -> jax.Array:
     return jnp.reshape(value, (-1, *event_shape))
 
 
-def _stale_negatives(sites: list[EBMSite]):
-    """Log densities ``x -> -E(x)`` of each site, for chains that must not carry gradients."""
+def _stale_negatives(sites: list[EBMSite], kernel):
+    """What the chains of each site sample, under stop-gradient parameters: the log density
+    ``x -> -E(x)`` for a kernel factory, or the distribution itself (whose own sampler runs)
+    when ``kernel`` is ``None``."""
+    if kernel is None:
+        for s in sites:
+            if getattr(s.dist, "annealing_path", None) is None:
+                raise ValueError(
+                    f"`kernel` is None, but the site {s.name!r} has no sampler of its own (no "
+                    "`annealing_path`); pass a kernel factory, e.g. "
+                    "`functools.partial(numpyro_ebm.ula, step_size=1e-2)`."
+                )
+        return [s.dist for s in sites]
     return [lambda x, d=s.dist: -d.energy(x) for s in sites]
 
 
@@ -266,7 +281,8 @@ class ContrastiveDivergence(_ContrastiveBase):
 
     :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm``, e.g.
         ``functools.partial(blackjax.mala, step_size=1e-2)`` or
-        ``functools.partial(numpyro_ebm.ula, step_size=1e-2)``.
+        ``functools.partial(numpyro_ebm.ula, step_size=1e-2)``; or ``None`` for the site's own
+        exact sampler (a classical model's block Gibbs kernel, from ``model.distribution``).
     :param int num_steps: ``k``, MCMC transitions per update (``>= 1``).
     :param float alpha: weight of the energy-magnitude penalty
         :math:`\alpha(\operatorname{mean}E(x)^2 + \operatorname{mean}E(x')^2)`; ``0.1`` helps
@@ -297,7 +313,7 @@ class ContrastiveDivergence(_ContrastiveBase):
         model_key, chain_key = jax.random.split(rng_key)
         sites, frozen = self._sites(model_key, param_map, model, args, kwargs)
         losses, bad_data, bad_neg = [], [], []
-        for i, (site, logdensity_fn) in enumerate(zip(sites, _stale_negatives(frozen))):
+        for i, (site, logdensity_fn) in enumerate(zip(sites, _stale_negatives(frozen, self.kernel))):
             start = jax.lax.stop_gradient(_events(site, site.data))
             negatives = sample_chains(
                 jax.random.fold_in(chain_key, i), logdensity_fn, self.kernel, start, self.num_steps
@@ -574,7 +590,7 @@ class PersistentContrastiveDivergence(_ContrastiveBase):
         state = jax.lax.stop_gradient(param_map[PCD_STATE])
         new_state = dict(state)
         losses, bad_data, bad_neg = [], [], []
-        for i, (site, logdensity_fn) in enumerate(zip(sites, _stale_negatives(frozen))):
+        for i, (site, logdensity_fn) in enumerate(zip(sites, _stale_negatives(frozen, self.kernel))):
             key = keys[site.name]
             negatives, new_state[key] = self._step_site(
                 jax.random.fold_in(chain_key, i),
