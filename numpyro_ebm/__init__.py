@@ -41,7 +41,7 @@ from numpyro_ebm.evaluation.ais import (
 )
 from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
-from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path
+from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -96,5 +96,6 @@ __all__ = [
     "sample_chains",
     "save_checkpoint",
     "temperature_schedule",
+    "transition_path",
     "ula",
 ]

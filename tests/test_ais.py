@@ -10,6 +10,7 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
+import numpyro_ebm
 from numpyro_ebm.evaluation.ais import (
     AISResult,
     annealed_importance_sampling,
@@ -33,7 +34,7 @@ def test_gaussian_1d_mala():
     energy = lambda x: jnp.sum((x - 1.0) ** 2) / (2 * s**2)
     base = dist.Normal(0.0, 2.0).expand([1]).to_event(1)
     res = logz_ais(jax.random.key(0), energy, base, partial(blackjax.mala, step_size=0.02),
-                   num_chains=512, num_temperatures=200, num_steps_per_temperature=2)
+                   num_chains=512, num_temperatures=200, num_steps=2)
     assert res.log_weights.shape == (512,)
     assert res.positions.shape == (512, 1)
     check_within(res, math.log(math.sqrt(2 * math.pi) * s))
@@ -95,9 +96,12 @@ def test_ais_engine_exact_with_perfect_transitions():
     def transition(key, beta, x):
         return jax.random.categorical(key, beta * target).astype(x.dtype)
 
-    x0 = jax.random.randint(jax.random.key(8), (2000,), 0, 5).astype(jnp.float32)
-    res = annealed_importance_sampling(jax.random.key(9), x0, math.log(5.0), log_density,
-                                       transition, temperature_schedule(10, "linear"))
+    def sample_base(key, n):
+        return jax.random.randint(key, (n,), 0, 5).astype(jnp.float32)
+
+    path = numpyro_ebm.transition_path(log_density, transition, sample_base, math.log(5.0))
+    res = annealed_importance_sampling(jax.random.key(9), path, temperature_schedule(10, "linear"),
+                                       2000)
     check_within(res, jax.scipy.special.logsumexp(target))
     del vals
 

@@ -41,9 +41,16 @@ import numpy as np
 from numpyro.distributions import Distribution
 
 from numpyro_ebm._validation import check_int, is_concrete, leading_size
-from numpyro_ebm.sampling.chains import build_algorithm
+from numpyro_ebm.distribution import Unnormalized
+from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path
 
-__all__ = ["AISResult", "annealed_importance_sampling", "logz_ais", "temperature_schedule"]
+__all__ = [
+    "AISResult",
+    "annealed_importance_sampling",
+    "check_betas",
+    "logz_ais",
+    "temperature_schedule",
+]
 
 
 class AISResult(NamedTuple):
@@ -96,7 +103,7 @@ def temperature_schedule(num_temperatures: int, schedule: str = "sigmoid", sharp
     return jnp.asarray(betas, jnp.float32)
 
 
-def _check_betas(betas) -> jax.Array:
+def check_betas(betas) -> jax.Array:
     betas = jnp.asarray(betas)
     if betas.ndim != 1 or betas.shape[0] < 2:
         raise ValueError(
@@ -128,82 +135,109 @@ def _summarize(log_Z_base, log_weights, positions, betas) -> AISResult:
 
 def annealed_importance_sampling(
     rng_key,
-    init_positions,
-    log_Z_base,
-    log_density: Callable,
-    transition: Callable,
+    path: AnnealingPath,
     betas,
+    num_chains: int,
+    num_steps: int = 1,
+    init_positions=None,
 ) -> AISResult:
-    r"""The AIS engine: anneal given chains along a given path with given transitions.
+    r"""The AIS engine: anneal ``num_chains`` chains along an :class:`~numpyro_ebm.AnnealingPath`.
+
+    Chains start at exact draws of the path's base (``path.sample_base``) or at
+    ``init_positions``; at each temperature ``k`` they add
+    :math:`f_{\beta_k}(x) - f_{\beta_{k-1}}(x)` to their log-weights and then take ``num_steps``
+    transitions of ``path.kernel(beta_k)``. The loop over temperatures is a ``lax.scan``, chains
+    are ``vmap``-ed, and the whole run is ``jit``-compatible (``betas`` may be traced).
 
     :param rng_key: a JAX PRNG key.
-    :param init_positions: draws from the normalized base :math:`p_0`, a pytree with leading
-        axis ``num_chains``.
-    :param log_Z_base: :math:`\log Z_0`, the log normalizer of :math:`\exp f_0` (0 when
-        :math:`f_0 = \log p_0`).
-    :param log_density: ``(beta, x) -> f_beta(x)`` for one chain's ``x``: the unnormalized log
-        density of the intermediate distribution; ``f_1`` must be the target's ``-E``.
-    :param transition: ``(rng_key, beta, x) -> x``, one chain's MCMC move leaving
-        :math:`\exp f_\beta` invariant.
+    :param path: the :class:`~numpyro_ebm.AnnealingPath` (its ``log_Z_base`` is :math:`\log Z_0`).
     :param betas: ``(K + 1,)`` inverse temperatures increasing from 0 to 1.
+    :param int num_chains: number of independent annealing runs.
+    :param int num_steps: MCMC transitions at each temperature.
+    :param init_positions: optional exact draws from the base, leading axis ``num_chains``.
     :return: an :class:`AISResult`.
-
-    The loop over temperatures is a ``lax.scan``; chains are ``vmap``-ed; the whole run is
-    ``jit``-compatible.
     """
-    betas = _check_betas(betas)
-    num_chains = leading_size("init_positions", init_positions)
+    betas = check_betas(betas)
+    base_key, run_key = jax.random.split(rng_key)
+    if init_positions is None:
+        init_positions = path.sample_base(base_key, num_chains)
+    if leading_size("init_positions", init_positions) != num_chains:
+        raise ValueError(
+            f"`init_positions` has {leading_size('init_positions', init_positions)} chains, "
+            f"expected num_chains={num_chains}."
+        )
+    f = path.logdensity_fn
+
+    def transition(key, beta, x):
+        algorithm = path.kernel(beta)
+        init_key, step_key = jax.random.split(key)
+        state = algorithm.init(x, init_key)
+        state, _ = jax.lax.scan(
+            lambda s, k: (algorithm.step(k, s)[0], None), state, jax.random.split(step_key, num_steps)
+        )
+        return state.position
 
     def one_temperature(carry, inputs):
         x, log_w = carry
         beta_prev, beta, key = inputs
-        log_w = log_w + jax.vmap(lambda xi: log_density(beta, xi) - log_density(beta_prev, xi))(x)
+        log_w = log_w + jax.vmap(lambda xi: f(beta, xi) - f(beta_prev, xi))(x)
         keys = jax.random.split(key, num_chains)
         x = jax.vmap(lambda k, xi: transition(k, beta, xi))(keys, x)
         return (x, log_w), None
 
-    keys = jax.random.split(rng_key, betas.shape[0] - 1)
+    keys = jax.random.split(run_key, betas.shape[0] - 1)
     log_w0 = jnp.zeros((num_chains,), betas.dtype)
     (x, log_w), _ = jax.lax.scan(
         one_temperature, (init_positions, log_w0), (betas[:-1], betas[1:], keys)
     )
-    return _summarize(jnp.asarray(log_Z_base, log_w.dtype), log_w, x, betas)
+    return _summarize(jnp.asarray(path.log_Z_base, log_w.dtype), log_w, x, betas)
 
 
 def logz_ais(
     rng_key,
-    energy_fn: Callable,
-    base: Distribution,
-    kernel: Callable,
+    target,
+    base: Distribution | None = None,
+    kernel: Callable | None = None,
     num_chains: int = 256,
     num_temperatures: int = 1000,
     *,
     betas=None,
-    num_steps_per_temperature: int = 1,
+    num_steps: int = 1,
     schedule: str = "sigmoid",
 ) -> AISResult:
     r"""Estimate :math:`\log Z = \log \int e^{-E(x)} dx` (or a sum, for discrete ``x``) by AIS.
 
-    Anneals along :math:`f_\beta(x) = (1-\beta)\log p_0(x) - \beta E(x)` (see the module
-    docstring) with ``num_steps_per_temperature`` transitions of ``kernel`` at each
-    :math:`\beta`, the kernel rebuilt for :math:`f_\beta` at each temperature.
+    ``target`` is one of
+
+    * an energy function ``E`` (one position -> scalar), with a normalized ``base`` distribution
+      and a kernel *factory*: the geometric path
+      :math:`f_\beta(x) = (1-\beta)\log p_0(x) - \beta E(x)` (:func:`numpyro_ebm.geometric_path`),
+      the factory called with :math:`f_\beta` at each temperature;
+    * an :class:`~numpyro_ebm.AnnealingPath`, e.g. a classical model's
+      ``model.annealing_path(params)`` (its exact block-Gibbs kernels); ``base`` and ``kernel``
+      must then be ``None``;
+    * an :class:`~numpyro_ebm.Unnormalized` distribution: its own ``annealing_path`` when
+      ``kernel`` is ``None`` (``model.distribution(params)``), else the geometric path of its
+      energy with ``base`` and ``kernel``.
 
     :param rng_key: a JAX PRNG key.
-    :param energy_fn: ``E``, mapping one position ``x`` (shape ``event_shape``) to a scalar.
-    :param base: the normalized base :math:`p_0`, a NumPyro distribution with ``sample`` and
-        ``log_prob`` over the same events (e.g. ``dist.Normal(0, 3).expand([2]).to_event(1)``);
-        the closer to the target, the fewer temperatures are needed.
+    :param target: see above.
+    :param base: the normalized base :math:`p_0` of the geometric path, a NumPyro distribution
+        with ``sample`` and ``log_prob`` over the same events (e.g.
+        ``dist.Normal(0, 3).expand([2]).to_event(1)``); the closer to the target, the fewer
+        temperatures are needed.
     :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm`` (e.g.
         ``functools.partial(blackjax.mala, step_size=0.1)``, ``functools.partial(
-        numpyro_ebm.gibbs, values=(0, 1))`` for binary variables), called once per temperature
-        with :math:`f_\beta`.
+        numpyro_ebm.gibbs, values=(0, 1))`` for binary variables). An algorithm already bound to
+        a density (``model.kernel(params)``) is refused: it would not sample :math:`f_\beta`.
     :param int num_chains: number of independent annealing runs :math:`N`.
     :param int num_temperatures: ``K``, used with ``schedule`` when ``betas`` is not given.
     :param betas: optional ``(K + 1,)`` schedule increasing from 0 to 1 (overrides
         ``num_temperatures`` and ``schedule``).
-    :param int num_steps_per_temperature: MCMC transitions at each temperature.
+    :param int num_steps: MCMC transitions at each temperature.
     :param str schedule: see :func:`temperature_schedule`.
-    :return: :class:`AISResult` ``(log_Z, stderr, log_weights, ess, positions, betas)``.
+    :return: :class:`AISResult` ``(log_Z, stderr, log_weights, ess, positions, betas)``. The
+        error bar assumes transitions that leave each :math:`f_\beta` invariant.
 
     **Example**
 
@@ -215,47 +249,58 @@ def logz_ais(
                                    functools.partial(blackjax.mala, step_size=0.05),
                                    num_chains=512, num_temperatures=200)
         res.log_Z, res.stderr
+        ising = numpyro_ebm.models.Ising((8, 8))
+        numpyro_ebm.logz_ais(jax.random.key(1), ising.annealing_path(ising.init_params()))
     """
-    if not callable(energy_fn):
-        raise TypeError(f"`energy_fn` must be a callable x -> E(x), got {energy_fn!r}.")
-    if not isinstance(base, Distribution):
-        raise TypeError(
-            "`base` must be a normalized NumPyro distribution (with sample and log_prob), e.g. "
-            f"`dist.Normal(0, 3).expand([2]).to_event(1)`; got {base!r}."
-        )
     num_chains = check_int("num_chains", num_chains, 1)
-    num_steps = check_int("num_steps_per_temperature", num_steps_per_temperature, 1)
+    num_steps = check_int("num_steps", num_steps, 1)
     if betas is None:
         betas = temperature_schedule(num_temperatures, schedule)
-    betas = _check_betas(betas)
-    build_algorithm(kernel, base.log_prob)  # fail early on a kernel that is not a factory
+    betas = check_betas(betas)
+    path = _as_path(target, base, kernel)
+    if base is not None:
+        x0 = base.sample(jax.random.key(0), (1,))
+        energy_shape = jax.eval_shape(
+            lambda x: path.logdensity_fn(1.0, x), jax.tree.map(lambda a: a[0], x0)
+        ).shape
+        if energy_shape != ():
+            raise ValueError(
+                f"`target` must map one position of shape {tuple(base.event_shape)} to a scalar "
+                f"energy; it returned shape {energy_shape}. (`base` fixes the event shape.)"
+            )
+    return _run_ais(rng_key, path, betas, num_chains, num_steps)
 
-    def log_density(beta, x):
-        return (1.0 - beta) * base.log_prob(x) - beta * energy_fn(x)
 
-    def transition(key, beta, x):
-        algorithm = kernel(lambda y: log_density(beta, y))
-        init_key, run_key = jax.random.split(key)
-        state = algorithm.init(x, init_key)
-
-        def step(state, k):
-            return algorithm.step(k, state)[0], None
-
-        state, _ = jax.lax.scan(step, state, jax.random.split(run_key, num_steps))
-        return state.position
-
-    base_key, run_key = jax.random.split(rng_key)
-    x0 = base.sample(base_key, (num_chains,))
-    energy_shape = jax.eval_shape(energy_fn, jax.tree.map(lambda a: a[0], x0)).shape
-    if energy_shape != ():
-        raise ValueError(
-            f"`energy_fn` must map one position of shape {tuple(base.event_shape)} to a scalar "
-            f"energy; it returned shape {energy_shape}. (`base` fixes the event shape.)"
+def _as_path(target, base, kernel) -> AnnealingPath:
+    if isinstance(target, AnnealingPath):
+        if base is not None or kernel is not None:
+            raise ValueError(
+                "logz_ais: `target` is an AnnealingPath, which brings its own base and kernels; "
+                "leave `base` and `kernel` as None."
+            )
+        return target
+    if isinstance(target, Unnormalized) and kernel is None and base is None:
+        if target.annealing_path is None:
+            raise ValueError(
+                "logz_ais: this Unnormalized distribution has no annealing path of its own; pass "
+                "a normalized `base` distribution and a kernel factory `kernel`."
+            )
+        return target.annealing_path
+    energy = target.energy if isinstance(target, Unnormalized) else target
+    if not callable(energy):
+        raise TypeError(
+            "logz_ais: `target` must be an energy function x -> E(x), an AnnealingPath or an "
+            f"Unnormalized distribution; got {target!r}."
         )
-    return _run_logz_ais(run_key, x0, betas, log_density, transition)
+    if base is None or kernel is None:
+        raise ValueError(
+            "logz_ais: with an energy function as `target`, pass a normalized `base` distribution "
+            "and a kernel factory `kernel` (or pass `model.annealing_path(params)` as `target`)."
+        )
+    return geometric_path(lambda x: -energy(x), base, kernel)
 
 
-def _run_logz_ais(rng_key, x0, betas, log_density, transition):
+def _run_ais(rng_key, path, betas, num_chains, num_steps):
     return jax.jit(
-        lambda key, x, b: annealed_importance_sampling(key, x, 0.0, log_density, transition, b)
-    )(rng_key, x0, betas)
+        lambda key, b: annealed_importance_sampling(key, path, b, num_chains, num_steps)
+    )(rng_key, betas)

@@ -56,12 +56,13 @@ import optax
 from numpyro_ebm._validation import check_int, check_positive
 from numpyro_ebm.evaluation.ais import (
     AISResult,
-    _check_betas,
     annealed_importance_sampling,
+    check_betas,
     temperature_schedule,
 )
 from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models.rbm import MAX_ENUMERATION_UNITS, RBM, _check_params
+from numpyro_ebm.sampling.annealing import transition_path
 
 __all__ = ["DBM", "DBMState", "DBMFitResult"]
 
@@ -293,7 +294,7 @@ class DBM:
         self._check(params)
         if betas is None:
             betas = temperature_schedule(num_temperatures, schedule)
-        betas = _check_betas(betas)
+        betas = check_betas(betas)
         return _dbm_ais(self, rng_key, params, betas, check_int("num_chains", num_chains, 1),
                         check_int("num_sweeps", num_sweeps, 1))
 
@@ -349,4 +350,5 @@ def _dbm_ais(dbm: DBM, rng_key, params, betas, num_chains, num_sweeps):
     init_key, run_key = jax.random.split(rng_key)
     state = dbm.init_state(init_key, num_chains)
     log_Z0 = (dbm.num_visible + dbm.num_hidden1 + dbm.num_hidden2) * math.log(2.0)
-    return annealed_importance_sampling(run_key, state, log_Z0, log_density, transition, betas)
+    path = transition_path(log_density, transition, None, log_Z0)
+    return annealed_importance_sampling(run_key, path, betas, num_chains, init_positions=state)

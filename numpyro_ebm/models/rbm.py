@@ -47,11 +47,12 @@ from numpyro_ebm._validation import check_int, check_positive, is_concrete
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.evaluation.ais import (
     AISResult,
-    _check_betas,
     annealed_importance_sampling,
+    check_betas,
     temperature_schedule,
 )
 from numpyro_ebm.evaluation.partition import logz_exact
+from numpyro_ebm.sampling.annealing import transition_path
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 
 __all__ = [
@@ -421,7 +422,7 @@ class RBM:
         num_sweeps = check_int("num_sweeps", num_sweeps, 1)
         if betas is None:
             betas = temperature_schedule(num_temperatures, schedule)
-        betas = _check_betas(betas)
+        betas = check_betas(betas)
         if base_visible_bias is None:
             base_visible_bias = self._data_visible_bias(data, self.num_visible)
         a0 = jnp.broadcast_to(jnp.asarray(base_visible_bias, jnp.float32), (self.num_visible,))
@@ -448,8 +449,9 @@ def _rbm_ais(rng_key, params, a0, betas, num_chains, num_sweeps):
     init_key, run_key = jax.random.split(rng_key)
     v0 = jax.random.bernoulli(init_key, jax.nn.sigmoid(a0), (num_chains, a0.shape[0]))
     log_Z0 = H * math.log(2.0) + jnp.sum(jax.nn.softplus(a0))
-    return annealed_importance_sampling(run_key, v0.astype(jnp.float32), log_Z0, log_density,
-                                        transition, betas)
+    path = transition_path(log_density, transition, None, log_Z0)
+    return annealed_importance_sampling(run_key, path, betas, num_chains,
+                                        init_positions=v0.astype(jnp.float32))
 
 
 # ----------------------------------------------------------------------------- Gaussian-Bernoulli

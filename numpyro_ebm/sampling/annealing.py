@@ -31,7 +31,13 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 from numpyro.distributions import Distribution
 
-__all__ = ["AnnealingPath", "geometric_path"]
+__all__ = [
+    "AnnealingPath",
+    "TransitionInfo",
+    "TransitionState",
+    "geometric_path",
+    "transition_path",
+]
 
 
 class AnnealingPath(NamedTuple):
@@ -84,3 +90,46 @@ def geometric_path(logdensity_fn: Callable, base: Distribution, kernel: Callable
         return base.sample(rng_key, (num_chains,))
 
     return AnnealingPath(f, kernel_at, sample_base, jnp.zeros(()))
+
+
+class TransitionState(NamedTuple):
+    """State of a :func:`transition_path` kernel: the position and its log density."""
+
+    position: Any
+    logdensity: Any
+
+
+class TransitionInfo(NamedTuple):
+    """Info of a :func:`transition_path` step: exact draws are always accepted."""
+
+    acceptance_rate: Any
+
+
+def transition_path(
+    logdensity_fn: Callable, transition: Callable, sample_base: Callable, log_Z_base
+) -> AnnealingPath:
+    r"""An :class:`AnnealingPath` from an exact transition ``(rng_key, beta, x) -> x``.
+
+    For models whose sampler at every :math:`\beta` is a few lines of exact conditional draws
+    (block Gibbs): ``kernel(beta)`` wraps ``transition`` as a ``blackjax.SamplingAlgorithm``
+    whose state is :class:`TransitionState` (``logdensity`` is :math:`f_\beta` at the position).
+
+    :param logdensity_fn: ``(beta, x) -> f_beta(x)``.
+    :param transition: ``(rng_key, beta, x) -> x``, leaving :math:`\exp f_\beta` invariant.
+    :param sample_base: ``(rng_key, num_chains) -> positions``, exact draws of the base.
+    :param log_Z_base: :math:`\log \int \exp f_0`.
+    """
+    from blackjax.base import SamplingAlgorithm
+
+    def kernel(beta):
+        def init(position, rng_key=None):
+            return TransitionState(position, logdensity_fn(beta, position))
+
+        def step(rng_key, state):
+            position = transition(rng_key, beta, state.position)
+            new = TransitionState(position, logdensity_fn(beta, position))
+            return new, TransitionInfo(jnp.ones((), jnp.result_type(float)))
+
+        return SamplingAlgorithm(init, step)
+
+    return AnnealingPath(logdensity_fn, kernel, sample_base, log_Z_base)
