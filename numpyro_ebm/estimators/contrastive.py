@@ -165,9 +165,14 @@ def _report_nonfinite(estimator: str, bad_data, bad_neg, step_hint: str) -> None
     )
 
 
-def is_discrete_site(site: EBMSite) -> bool:
-    """True when the site's support is discrete (e.g. ``constraints.integer_interval``)."""
-    return bool(getattr(site.dist.support, "is_discrete", False))
+def is_label_site(site: EBMSite) -> bool:
+    """True for a *label* site: a discrete support and one value per example (``event_shape
+    ()``), e.g. a class label from :func:`numpyro_ebm.label_ebm`. Its negative phase is exact by
+    enumeration (:class:`~numpyro_ebm.ConditionalMaximumLikelihood`); every other site (continuous,
+    or discrete with event dimensions such as an RBM's binary vector or Ising spins) is sampled
+    by MCMC (CD/PCD)."""
+    discrete = bool(getattr(site.dist.support, "is_discrete", False))
+    return discrete and tuple(site.dist.event_shape) == ()
 
 
 def check_site_names(sites) -> tuple[str, ...] | None:
@@ -187,17 +192,19 @@ def select_sites(
 ) -> list[EBMSite]:
     """The observed ``Unnormalized`` sites an estimator trains.
 
-    With ``names=None``: every site whose support is discrete (``discrete=True``) or continuous
-    (``discrete=False``), so that estimators for the two kinds can be combined on one model
-    (:class:`numpyro_ebm.CombinedLoss`). With names: exactly those sites, checked to exist and to
-    be of the right kind. Raises ``ValueError`` when nothing is left to train.
+    With ``names=None``: every label site (``discrete=True``, see :func:`is_label_site`) or
+    every other site (``discrete=False``), so that estimators for the two kinds can be combined
+    on one model (:class:`numpyro_ebm.CombinedLoss`). With names: exactly those sites, checked to
+    exist and to be of the right kind. Raises ``ValueError`` when nothing is left to train.
     """
-    kind = "discrete" if discrete else "continuous"
+    kind = "label sites (discrete support, event_shape ())" if discrete else (
+        "continuous support or discrete vectors (non-label sites)"
+    )
     if names is None:
-        chosen = [s for s in sites if is_discrete_site(s) == discrete]
+        chosen = [s for s in sites if is_label_site(s) == discrete]
         if not chosen:
             raise ValueError(
-                f"{estimator} trains observed Unnormalized sites with {kind} support; the model's "
+                f"{estimator} trains observed Unnormalized sites with {kind}; the model's "
                 f"observed Unnormalized sites {[s.name for s in sites]} have none."
             )
         return chosen
@@ -208,13 +215,12 @@ def select_sites(
             f"{estimator}: `sites`={list(names)} names {missing}, which are not observed "
             f"Unnormalized sites of the model (those are {list(by_name)})."
         )
-    wrong = [n for n in names if is_discrete_site(by_name[n]) != discrete]
+    wrong = [n for n in names if is_label_site(by_name[n]) != discrete]
     if wrong:
         raise ValueError(
-            f"{estimator} trains sites with {kind} support, but `sites` names {wrong}, whose "
-            "support is not; "
+            f"{estimator} trains {kind}, but `sites` names {wrong}, which are not; "
             + (
-                "use ContrastiveDivergence / PersistentContrastiveDivergence for continuous sites."
+                "use ContrastiveDivergence / PersistentContrastiveDivergence for non-label sites."
                 if discrete
                 else "use ConditionalMaximumLikelihood for discrete (class label) sites."
             )
