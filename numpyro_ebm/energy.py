@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import handlers
 from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 
@@ -30,14 +32,21 @@ def _stand_in_value(msg):
         return jnp.zeros(msg["kwargs"]["sample_shape"] + fn.shape())
 
 
-def trace_model(model, params=None, model_args=(), model_kwargs=None, rng_key=0):
+def trace_model(model, params=None, model_args=(), model_kwargs=None, rng_key=None):
     """Trace ``model`` with ``params`` substituted (a dict ``{site name: value}``).
 
     Latent sites not in ``params`` get a sampled value, or zeros when their distribution has no
-    sampler. ``rng_key`` (a key or an int seed) seeds the model: it draws the minibatch indices of
-    subsampled plates, so a loss must pass its own key to get a fresh minibatch each step (and
-    the same key to every trace of one step). Returns NumPyro's ordered trace dict.
+    sampler. ``rng_key`` (a JAX key; ``None`` for ``jax.random.key(0)``) seeds the model: it draws
+    the minibatch indices of subsampled plates, so a loss must pass its own key to get a fresh
+    minibatch each step (and the same key to every trace of one step). Returns NumPyro's ordered
+    trace dict.
     """
+    if rng_key is None:
+        rng_key = jax.random.key(0)
+    elif isinstance(rng_key, (int, np.integer)) and not isinstance(rng_key, bool):
+        raise TypeError(
+            f"`rng_key` must be a JAX PRNG key (e.g. `jax.random.key(0)`), not the int {rng_key!r}."
+        )
     model_kwargs = {} if model_kwargs is None else model_kwargs
     model = handlers.substitute(model, data=dict(params or {}))
     model = handlers.substitute(handlers.seed(model, rng_key), substitute_fn=_stand_in_value)

@@ -37,7 +37,7 @@ class EBMSite(NamedTuple):
 
 
 def observed_ebm_sites(
-    model, params, model_args=(), model_kwargs=None, rng_key=0
+    model, params, model_args=(), model_kwargs=None, rng_key=None
 ) -> list[EBMSite]:
     """Trace ``model`` under ``params`` and return its observed ``Unnormalized`` sites.
 
