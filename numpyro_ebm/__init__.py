@@ -9,7 +9,7 @@ FCE); evaluate it with partition functions (:func:`logz_quadrature`, :func:`logz
 :mod:`numpyro_ebm.models`, toy densities in :mod:`numpyro_ebm.datasets`.
 """
 
-from numpyro_ebm import applications, datasets, evaluation, models
+from numpyro_ebm import applications, datasets, evaluation, models, nets
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
@@ -91,6 +91,7 @@ __all__ = [
     "logz_exact",
     "logz_quadrature",
     "models",
+    "nets",
     "no_guide",
     "pseudo_log_likelihood",
     "sample_chains",

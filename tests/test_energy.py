@@ -1,6 +1,7 @@
 """energy_fn: E(params, x) extracted from a NumPyro model, for plain and Flax energies."""
 
-import flax.linen as nn
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,13 +11,9 @@ import pytest
 from numpyro.contrib.module import flax_module
 
 from numpyro_ebm import Unnormalized, energy_fn
+from numpyro_ebm.nets import MLPEnergy
 
-
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        h = nn.swish(nn.Dense(16)(x))
-        return nn.Dense(1)(h)[..., 0]
+MLP = partial(MLPEnergy, hidden=(16,))
 
 
 def flax_model(data):
