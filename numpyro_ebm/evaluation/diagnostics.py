@@ -46,6 +46,10 @@ def mmd(x, y, bandwidth=None):
         ``None`` uses the median heuristic.
     :return: a scalar; about 0 when x and y come from the same distribution (it can be slightly
         negative, being unbiased).
+
+    Example::
+
+        mmd(result.samples[-1], held_out)   # (num_chains, D) vs (n, D): ≈ 0 when they match
     """
     x, y = _flatten(x, "x"), _flatten(y, "y")
     if x.shape[1] != y.shape[1]:
@@ -71,6 +75,12 @@ def ess_per_second(samples, seconds):
         ``ChainResult.samples`` from :func:`~numpyro_ebm.sample_chains`.
     :param float seconds: the wall time that produced them.
     :return: ``(...)`` array: the bulk ESS (NumPyro's estimator over all chains) divided by seconds.
+
+    Example::
+
+        t0 = time.perf_counter()
+        result = jax.block_until_ready(sample_chains(rng_key, logdensity_fn, kernel, x0, 1000, 500))
+        ess_per_second(result.samples, time.perf_counter() - t0)   # (D,)
     """
     if not seconds > 0:
         raise ValueError(f"`seconds` must be > 0, got {seconds!r}.")
