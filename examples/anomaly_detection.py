@@ -31,10 +31,11 @@ from numpyro.contrib.module import flax_module
 from numpyro.infer import SVI
 
 import numpyro_ebm
-from numpyro_ebm.applications.denoising import anomaly_scores, auroc
+from numpyro_ebm.applications import anomaly_scores
 from numpyro_ebm.datasets import two_moons
 from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
+from numpyro_ebm.evaluation import auroc
 
 
 class EnergyMLP(nn.Module):

@@ -37,7 +37,7 @@ from numpyro.contrib.module import flax_module
 from numpyro.infer import SVI
 
 import numpyro_ebm
-from numpyro_ebm.applications.denoising import predict_min_energy
+from numpyro_ebm.applications import predict_min_energy
 from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.conditional import (
     CombinedLoss,

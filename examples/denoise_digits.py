@@ -38,16 +38,16 @@ from numpyro.contrib.module import flax_module
 from numpyro.infer import MCMC, SVI
 
 import numpyro_ebm
-from numpyro_ebm.applications.denoising import (
+from numpyro_ebm.applications import (
     denoise,
     denoise_map,
     posterior_model,
-    psnr,
     tweedie_denoise,
     wiener_denoise,
 )
 from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
+from numpyro_ebm.evaluation import psnr
 
 DIM = 64
 
@@ -106,7 +106,7 @@ def restore(energy, energy_s, x_train, clean, noise, key, num_chains, num_mcmc_s
     )(k_post, noisy)
     jax.block_until_ready(post.mean)
     t_post = time.perf_counter() - t0
-    x_map = jax.jit(lambda y: denoise_map(energy, y, noise, num_steps=300))(noisy)
+    x_map = jax.jit(lambda y: denoise_map(energy, y, noise, num_updates=300))(noisy)
     images = dict(clean=clean, noisy=noisy, wiener=wiener, ebm=post.mean, map=x_map)
     if energy_s is not None:
         images["tweedie"] = tweedie_denoise(energy_s, noisy, noise)

@@ -20,8 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import numpyro.distributions as dist
+import optax
 import pytest
+from numpyro.distributions.util import log1mexp
 from numpyro.infer.util import log_density
+from scipy.special import logsumexp as sp_logsumexp
 
 from numpyro_ebm import datasets as ds
 
@@ -165,7 +169,7 @@ def test_eight_gaussians_entropy():
 
 
 def test_entropy_non_divisible_batches():
-    est, se = ds.entropy(ds.rings(), jax.random.PRNGKey(4), num_samples=1001, batch_size=100)
+    est, se = ds.entropy(ds.rings(), jax.random.PRNGKey(4), num_samples=1001, chunk_size=100)
     assert np.isfinite(float(est)) and float(se) > 0
 
 
@@ -247,3 +251,118 @@ def test_errors():
         ds.NoisyCurves("not a curve", 0.1)
     with pytest.raises(ValueError, match="panel_edges"):
         ds.NoisyCurves(lambda u: jnp.stack([u, u], -1), 0.1, panel_edges=[0.0, 0.7, 0.5, 1.0])
+
+
+# ------------------------------------------------------------------------------------------
+# the layout of 0.2: families in their own modules, NumPyro / optax numerics instead of copies
+
+
+def test_public_names_by_family():
+    from numpyro_ebm.datasets import curves, mixtures, shapes, toy
+
+    assert ds.GaussianMixture2D is mixtures.GaussianMixture2D and ds.rings is mixtures.rings
+    assert ds.NoisyCurves is curves.NoisyCurves and ds.spirals is curves.spirals
+    assert ds.Checkerboard is shapes.Checkerboard and ds.pinwheel is shapes.pinwheel
+    assert ds.TOY_DENSITIES is toy.TOY_DENSITIES and ds.entropy is toy.entropy
+    for name in toy.__all__:  # the old module path keeps every name
+        assert getattr(toy, name) is getattr(ds, name)
+
+
+@pytest.mark.parametrize(
+    "weights", [None, (1.0, 2.0, 0.5, 0.0, 1.0, 1.0, 3.0, 1.0)], ids=["uniform", "weighted"]
+)
+def test_gaussian_mixture_is_mixture_same_family_with_exact_log_prob(weights):
+    """GaussianMixture2D is NumPyro's MixtureSameFamily, and log_prob is exactly the log-sum-exp
+    of the weighted isotropic Gaussian components (float64 reference); zero weights are allowed
+    and give finite gradients."""
+    locs = np.asarray(ds.eight_gaussians().locs, dtype=np.float64)
+    std = 0.3
+    d = ds.GaussianMixture2D(locs, std, weights)
+    assert isinstance(d, ds.GaussianMixture2D) and isinstance(d, dist.MixtureSameFamily)
+    assert d.event_shape == (2,) and d.batch_shape == () and d.mixture_size == 8
+    w = np.full(8, 1 / 8) if weights is None else np.asarray(weights) / np.sum(weights)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (500, 2)) * 2.5, dtype=np.float64)
+    d2 = np.sum((x[:, None, :] - locs) ** 2, -1)
+    with np.errstate(divide="ignore"):
+        comp = np.log(w) - 0.5 * d2 / std**2 - np.log(2 * np.pi * std**2)
+    want = sp_logsumexp(comp, axis=-1)
+    np.testing.assert_allclose(d.log_prob(jnp.asarray(x, jnp.float32)), want, rtol=1e-5, atol=1e-5)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(d.log_weights, np.log(w), rtol=1e-5)  # -inf for weight 0
+    np.testing.assert_allclose(d.mean, w @ locs, atol=1e-5)
+    np.testing.assert_allclose(d.std, std, rtol=1e-7)
+    g = jax.grad(lambda v: d.log_prob(v).sum())(jnp.asarray(x, jnp.float32))
+    assert np.all(np.isfinite(np.asarray(g)))
+    if weights is not None:  # the component of weight 0 is never drawn
+        comps = np.argmin(
+            np.sum((np.asarray(d.sample(jax.random.PRNGKey(1), (4000,)))[:, None] - locs) ** 2, -1),
+            -1,
+        )
+        assert not np.any(comps == 3)
+    with pytest.raises(ValueError, match="locs"):
+        ds.GaussianMixture2D(np.zeros((3, 3)), 0.1)
+
+
+def test_log1mexp_replacement_identical_on_a_grid():
+    """NumPyro's log1mexp equals the former hand-written one (Maechler's two branches) on both
+    sides of the -log 2 switch, values bit-identical in float32."""
+
+    def old(z):
+        return jnp.where(z > -math.log(2.0), jnp.log(-jnp.expm1(z)), jnp.log1p(-jnp.exp(z)))
+
+    z = -jnp.concatenate(
+        [jnp.logspace(-8, 2, 2001), jnp.array([math.log(2.0), 0.6931472, 0.69314718, 1e3])]
+    ).astype(jnp.float32)
+    assert np.any(np.asarray(z) > -math.log(2)) and np.any(np.asarray(z) < -math.log(2))
+    np.testing.assert_array_equal(log1mexp(z), old(z))
+    # gradients: equal where the old one was finite; NumPyro's custom JVP is also finite near 0,
+    # where the untaken branch of the old `where` gave NaN
+    g_new = np.asarray(jax.vmap(jax.grad(log1mexp))(z))
+    g_old = np.asarray(jax.vmap(jax.grad(old))(z))
+    assert np.all(np.isfinite(g_new))
+    ok = np.isfinite(g_old)
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(g_new[ok], g_old[ok], rtol=1e-6)
+
+
+def test_safe_norm_replacement_matches_on_a_grid():
+    """optax.safe_norm(x, 0) equals the former hand-written norm (to float rounding) with the
+    same gradient, and its gradient at the origin is 0 (not NaN), as the Rings/Pinwheel
+    densities need (test_shapes_jit_and_grad differentiates at the origin)."""
+
+    def old(x):
+        sq = jnp.sum(x**2, axis=-1)
+        positive = sq > 0
+        return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+    def new(x):
+        return optax.safe_norm(x, 0.0, axis=-1)
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (1000, 2)) * jnp.logspace(-15, 15, 1000)[:, None]
+    x = jnp.concatenate([x, jnp.zeros((1, 2))])
+    np.testing.assert_allclose(new(x), old(x), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.vmap(jax.grad(new))(x), jax.vmap(jax.grad(old))(x), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(jax.grad(new)(jnp.zeros(2)), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("name", list(ds.TOY_DENSITIES))
+def test_sample_argument_errors(name):
+    d = ds.TOY_DENSITIES[name]()
+    with pytest.raises(TypeError, match="`key`.*PRNG key"):
+        d.sample(0, (3,))
+    with pytest.raises(ValueError, match="sample_shape"):
+        d.sample(jax.random.PRNGKey(0), (-1,))
+    with pytest.raises(TypeError, match="sample_shape"):
+        d.sample(jax.random.PRNGKey(0), (2.5,))
+    with pytest.raises(TypeError, match="sample_shape"):
+        d.sample(jax.random.PRNGKey(0), 5)
+    assert d.sample(jax.random.key(0), [2, 0]).shape == (2, 0, 2)  # lists and zeros are fine
+
+
+def test_entropy_argument_errors():
+    with pytest.raises(TypeError, match="rng_key"):
+        ds.entropy(ds.rings(), 0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        ds.entropy(ds.rings(), jax.random.PRNGKey(0), num_samples=10, chunk_size=0)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_ebm.evaluation.diagnostics import ess_per_second, mmd
+from numpyro_ebm.evaluation import auroc, ess_per_second, mmd, psnr
 
 
 def test_mmd_matches_brute_force_and_detects_a_shift():
@@ -34,3 +34,31 @@ def test_bad_inputs():
         ess_per_second(jnp.zeros((10, 2)), 0.0)
     with pytest.raises(ValueError, match="same event size"):
         mmd(jnp.zeros((5, 2)), jnp.zeros((5, 3)))
+
+
+# metrics of the applications (moved here from numpyro_ebm.applications)
+
+
+def test_psnr_formula():
+    ref = jnp.zeros((2, 4))
+    est = jnp.stack([jnp.full(4, 0.1), jnp.array([0.2, 0.0, 0.0, 0.0])])
+    # MSE 0.01 -> 20 dB; MSE 0.01 -> 20 dB
+    np.testing.assert_allclose(psnr(est, ref), [20.0, 20.0], rtol=1e-5)
+    np.testing.assert_allclose(psnr(est, ref, data_range=2.0), 20 + 20 * np.log10(2), rtol=1e-5)
+    np.testing.assert_allclose(psnr(est, ref, axis=None), 20.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(est, ref[:1])
+
+
+def test_auroc_matches_pairwise_definition_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    normal = rng.integers(0, 10, 50).astype(float)  # many ties
+    anomalous = rng.integers(3, 14, 30).astype(float)
+    pairwise = np.mean((anomalous[:, None] > normal) + 0.5 * (anomalous[:, None] == normal))
+    labels = np.r_[np.zeros(50), np.ones(30)]
+    np.testing.assert_allclose(auroc(normal, anomalous), pairwise, rtol=1e-6)
+    np.testing.assert_allclose(auroc(normal, anomalous), roc_auc_score(labels, np.r_[normal, anomalous]), rtol=1e-6)
+    assert float(auroc([0.0, 1.0], [2.0, 3.0])) == 1.0
+    assert float(auroc([2.0, 3.0], [0.0, 1.0])) == 0.0

@@ -1,31 +1,31 @@
-"""Use a trained energy: denoising, anomaly scores, classification."""
+"""Use a trained energy: denoising (:mod:`.denoising`), anomaly scores (:mod:`.anomaly`),
+classification (:mod:`.classification`). The metrics (``psnr``, ``auroc``) live in
+:mod:`numpyro_ebm.evaluation`."""
 
+from numpyro_ebm.applications.anomaly import anomaly_scores
+from numpyro_ebm.applications.classification import class_probabilities, predict_min_energy
 from numpyro_ebm.applications.denoising import (
     DenoiseResult,
-    anomaly_scores,
-    auroc,
-    class_probabilities,
     denoise,
     denoise_map,
     denoising_logdensity,
     posterior_model,
-    predict_min_energy,
-    psnr,
     tweedie_denoise,
     wiener_denoise,
 )
 
+# --- restoration (numpyro_ebm.applications.restoration): imports added here by the lead ---
+
 __all__ = [
     "DenoiseResult",
     "anomaly_scores",
-    "auroc",
     "class_probabilities",
     "denoise",
     "denoise_map",
     "denoising_logdensity",
     "posterior_model",
     "predict_min_energy",
-    "psnr",
     "tweedie_denoise",
     "wiener_denoise",
+    # --- restoration exports: added here by the lead ---
 ]

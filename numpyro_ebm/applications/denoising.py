@@ -1,27 +1,20 @@
-r"""Using a trained energy: denoising with a learned prior, anomaly scores, classification.
+r"""Denoising with a learned EBM prior.
 
-Small pure functions; the energy is a function ``energy: (..., D) -> (...)`` (for a trained model,
-``lambda x: numpyro_ebm.energy_fn(model, "x")(params, x)``).
-
-**Denoising.** With an EBM prior :math:`p(x) \propto e^{-E(x)}` and Gaussian noise
-:math:`y = x + s\,\varepsilon`, the posterior is again an EBM,
+The prior energy is a function ``energy_fn: (..., D) -> (...)`` (for a trained model,
+``functools.partial(numpyro_ebm.energy_fn(model, "x"), params)``). With the prior
+:math:`p(x) \propto e^{-E(x)}` and Gaussian noise :math:`y = x + s\,\varepsilon`, the posterior is
+again an EBM,
 
 .. math::
 
     p(x \mid y) \propto \exp\Big(-E(x) - \frac{\|y - x\|^2}{2 s^2}\Big),
 
-sampled by any BlackJAX kernel over many chains (:func:`denoise`: the posterior mean, the MMSE
-estimate) or maximized (:func:`denoise_map`). The same posterior as a NumPyro model is
+sampled by any BlackJAX kernel factory over many chains (:func:`denoise`: the posterior mean, the
+MMSE estimate) or maximized (:func:`denoise_map`). The same posterior as a NumPyro model is
 ``x ~ Unnormalized(E, (D,))``, ``y ~ Normal(x, s)`` (observed), see :func:`posterior_model`. The
 Gaussian-prior baseline (Wiener filter) is :func:`wiener_denoise`; :func:`tweedie_denoise` is the
-one-step posterior mean of a model trained by denoising score matching at the noise level.
-
-**Anomaly detection.** :math:`p(x_1)/p(x_2) = e^{E(x_2) - E(x_1)}` needs no :math:`Z`, so the
-energy ranks points by likelihood: :func:`anomaly_scores` (higher = more anomalous) and
-:func:`auroc` (rank statistic, ties counted one half).
-
-**Classification.** With a table of class energies ``E(k, x)`` (see
-:func:`numpyro_ebm.label_energies`), :func:`predict_min_energy` and :func:`class_probabilities`.
+one-step posterior mean of a model trained by denoising score matching at the noise level. Score a
+restoration with :func:`numpyro_ebm.evaluation.psnr`.
 """
 
 from __future__ import annotations
@@ -37,106 +30,40 @@ import optax
 
 from numpyro_ebm._validation import check_int, check_positive
 from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.sampling.chains import sample_chains
+from numpyro_ebm.sampling.chains import is_algorithm, sample_chains
 
 __all__ = [
     "DenoiseResult",
-    "anomaly_scores",
-    "auroc",
-    "class_probabilities",
     "denoise",
     "denoise_map",
     "denoising_logdensity",
     "posterior_model",
-    "predict_min_energy",
-    "psnr",
     "tweedie_denoise",
     "wiener_denoise",
 ]
 
 
-# --------------------------------------------------------------------------------------------
-# metrics
-
-
-def psnr(estimate, reference, data_range: float = 1.0, axis=-1):
-    r"""Peak signal-to-noise ratio in dB, :math:`10\log_{10}(R^2 / \mathrm{MSE})`.
-
-    :param estimate: ``(..., D)``.
-    :param reference: the clean signal, same shape.
-    :param data_range: :math:`R`, the peak value (1 for images in [0, 1]).
-    :param axis: axes the MSE averages over: ``-1`` (default) gives one PSNR per image, shape
-        ``(...)`` (report their mean); ``None`` pools every pixel into one MSE (scikit-image's
-        ``peak_signal_noise_ratio``).
-    """
-    estimate, reference = jnp.asarray(estimate), jnp.asarray(reference)
-    if estimate.shape != reference.shape:
-        raise ValueError(
-            f"psnr: `estimate` {estimate.shape} and `reference` {reference.shape} must have the "
-            "same shape."
-        )
-    mse = jnp.mean((estimate - reference) ** 2, axis=axis)
-    return 10.0 * jnp.log10(data_range**2 / mse)
-
-
-def auroc(scores_normal, scores_anomalous):
-    r"""Area under the ROC curve for "anomalous scores higher".
-
-    .. math:: \mathrm{AUROC} = P(s_a > s_n) + \tfrac12 P(s_a = s_n)
-
-    (the Mann-Whitney statistic), by sorting: ``O((n + m) log n)``.
-
-    :param scores_normal: ``(n,)`` scores of normal points.
-    :param scores_anomalous: ``(m,)`` scores of anomalies.
-    :return: scalar in [0, 1]; 0.5 is chance.
-    """
-    normal = jnp.sort(jnp.ravel(jnp.asarray(scores_normal)))
-    anomalous = jnp.ravel(jnp.asarray(scores_anomalous))
-    if normal.size == 0 or anomalous.size == 0:
-        raise ValueError("auroc: `scores_normal` and `scores_anomalous` must be non-empty.")
-    below = jnp.searchsorted(normal, anomalous, side="left")
-    below_or_equal = jnp.searchsorted(normal, anomalous, side="right")
-    wins = below + 0.5 * (below_or_equal - below)
-    return jnp.sum(wins) / (normal.size * anomalous.size)
-
-
-# --------------------------------------------------------------------------------------------
-# anomaly detection and classification
-
-
-def anomaly_scores(energy: Callable, x):
-    r"""Anomaly scores: the energies :math:`E(x)`, shape ``(...)`` for ``x`` ``(..., D)``.
-
-    Higher energy = lower (unnormalized) density = more anomalous. The unknown :math:`\log Z` is
-    a common shift, so it changes no ranking (and no AUROC).
-    """
-    return energy(jnp.asarray(x))
-
-
-def predict_min_energy(energies):
-    r"""Minimum-energy class :math:`\hat y = \arg\min_k E(k, x)`: ``(..., K) -> (...)``."""
-    return jnp.argmin(jnp.asarray(energies), axis=-1)
-
-
-def class_probabilities(energies):
-    r""":math:`p(k \mid x) = \mathrm{softmax}_k(-E(k, x))`: ``(..., K) -> (..., K)``."""
-    return jax.nn.softmax(-jnp.asarray(energies), axis=-1)
-
-
-# --------------------------------------------------------------------------------------------
-# denoising
-
-
-def denoising_logdensity(energy: Callable, y, noise_scale) -> Callable:
+def denoising_logdensity(energy_fn: Callable, y, noise_scale) -> Callable:
     r"""The log posterior of one clean signal given its noisy observation ``y`` ``(D,)``:
 
     .. math:: \log p(x \mid y) = -E(x) - \frac{\|y - x\|^2}{2 s^2} + \text{const}.
+
+    :param energy_fn: the prior energy, ``(D,) -> ()``.
+    :param y: ``(D,)`` one noisy signal.
+    :param noise_scale: :math:`s > 0`.
+    :return: ``logdensity_fn: (D,) -> ()``, for any BlackJAX kernel factory.
+
+    Example::
+
+        logdensity_fn = denoising_logdensity(energy_fn, y[0], 0.25)
+        numpyro_ebm.sample_chains(rng_key, logdensity_fn, partial(blackjax.mala, step_size=1e-3),
+                                  jnp.broadcast_to(y[0], (4, D)), num_steps=500)
     """
 
-    def logdensity(x):
-        return -energy(x) - 0.5 * jnp.sum((y - x) ** 2) / noise_scale**2
+    def logdensity_fn(x):
+        return -energy_fn(x) - 0.5 * jnp.sum((y - x) ** 2) / noise_scale**2
 
-    return logdensity
+    return logdensity_fn
 
 
 class DenoiseResult(NamedTuple):
@@ -163,7 +90,7 @@ def _check_noisy(y):
 
 def denoise(
     rng_key,
-    energy: Callable,
+    energy_fn: Callable,
     y,
     noise_scale,
     kernel: Callable,
@@ -181,22 +108,37 @@ def denoise(
     :math:`\mathbb E[x \mid y_n]`. Jittable (``rng_key``, ``y`` and ``noise_scale`` may be traced).
 
     :param rng_key: a JAX PRNG key.
-    :param energy: the prior energy, ``(..., D) -> (...)``.
+    :param energy_fn: the prior energy, ``(..., D) -> (...)``.
     :param y: ``(N, D)`` noisy images.
     :param noise_scale: :math:`s > 0`, the noise standard deviation.
     :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm``, e.g.
         ``functools.partial(blackjax.mala, step_size=1e-3)`` or
-        ``functools.partial(numpyro_ebm.ula, step_size=1e-3)``.
-    :param int num_steps: transitions per chain (burn-in = ``num_steps - num_samples * thin``).
+        ``functools.partial(numpyro_ebm.ula, step_size=1e-3)``; it is built here for each
+        image's posterior (an algorithm already bound to a density is refused).
+    :param int num_steps: MCMC transitions per chain (burn-in = ``num_steps - num_samples * thin``).
     :param int num_samples: kept states per chain.
     :param int num_chains: chains per image.
     :param int thin: keep every ``thin``-th state.
     :param init: ``(N, D)`` starting points (default: ``y``, the noisy images themselves).
     :return: a :class:`DenoiseResult`.
+
+    Example::
+
+        kernel = functools.partial(blackjax.mala, step_size=3e-3)
+        result = denoise(jax.random.key(0), energy_fn, y, 0.25, kernel, num_steps=600,
+                         num_samples=300)
+        result.mean        # (N, D) posterior means
     """
     y = _check_noisy(y)
     check_positive("noise_scale", noise_scale)
     num_chains = check_int("num_chains", num_chains, 1)
+    if is_algorithm(kernel) or not callable(kernel):
+        raise TypeError(
+            "denoise: `kernel` must be a factory `logdensity_fn -> blackjax.SamplingAlgorithm` "
+            "(e.g. `functools.partial(blackjax.mala, step_size=1e-3)`), which is built here for "
+            f"each image's posterior; got {kernel!r}. An algorithm already bound to a density "
+            "samples that density, not the posterior."
+        )
     init = y if init is None else jnp.asarray(init)
     if init.shape != y.shape:
         raise ValueError(f"`init` must have the shape of `y` {y.shape}, got {init.shape}.")
@@ -204,7 +146,7 @@ def denoise(
     def one_image(key, y_n, x0):
         start = jnp.broadcast_to(x0, (num_chains,) + x0.shape)
         result = sample_chains(
-            key, denoising_logdensity(energy, y_n, noise_scale), kernel, start, num_steps,
+            key, denoising_logdensity(energy_fn, y_n, noise_scale), kernel, start, num_steps,
             num_samples, thin,
         )
         draws = result.samples  # (num_samples, num_chains, D)
@@ -217,10 +159,10 @@ def denoise(
 
 
 def denoise_map(
-    energy: Callable,
+    energy_fn: Callable,
     y,
     noise_scale,
-    num_steps: int = 500,
+    num_updates: int = 500,
     optimizer: optax.GradientTransformation | None = None,
     init=None,
 ):
@@ -229,42 +171,54 @@ def denoise_map(
     All images are optimized at once (the objective is a sum of independent terms, and optax's
     transformations act elementwise, so this is one optimization per image). Jittable.
 
-    :param energy: the prior energy, ``(..., D) -> (...)``.
+    :param energy_fn: the prior energy, ``(..., D) -> (...)``.
     :param y: ``(N, D)`` noisy images.
     :param noise_scale: :math:`s`.
-    :param int num_steps: optimizer steps.
+    :param int num_updates: optimizer updates.
     :param optimizer: default ``optax.adam(1e-2)``.
     :param init: starting points (default ``y``).
     :return: ``(N, D)``.
+
+    Example::
+
+        x_map = denoise_map(energy_fn, y, 0.25, num_updates=300)   # (N, D)
     """
     y = _check_noisy(y)
     check_positive("noise_scale", noise_scale)
-    num_steps = check_int("num_steps", num_steps, 1)
+    num_updates = check_int("num_updates", num_updates, 1)
     optimizer = optax.adam(1e-2) if optimizer is None else optimizer
     x = y if init is None else jnp.asarray(init)
 
     def objective(x):
-        return jnp.sum(energy(x)) + 0.5 * jnp.sum((y - x) ** 2) / noise_scale**2
+        return jnp.sum(energy_fn(x)) + 0.5 * jnp.sum((y - x) ** 2) / noise_scale**2
 
-    def step(carry, _):
+    def update(carry, _):
         x, opt_state = carry
         grad = jax.grad(objective)(x)
         updates, opt_state = optimizer.update(grad, opt_state, x)
         return (optax.apply_updates(x, updates), opt_state), None
 
-    (x, _), _ = jax.lax.scan(step, (x, optimizer.init(x)), None, length=num_steps)
+    (x, _), _ = jax.lax.scan(update, (x, optimizer.init(x)), None, length=num_updates)
     return x
 
 
-def tweedie_denoise(energy: Callable, y, noise_scale):
+def tweedie_denoise(energy_fn: Callable, y, noise_scale):
     r"""Tweedie's formula: :math:`\mathbb E[x \mid y] = y - s^2 \nabla_y E_s(y)`.
 
     Exact when :math:`E_s` is the energy of the *noisy* data density (the data convolved with
     :math:`\mathcal N(0, s^2 I)`), which is what denoising score matching at
     :math:`\sigma = s` learns: a one-step posterior mean, no sampling.
+
+    :param energy_fn: :math:`E_s`, ``(..., D) -> (...)``.
+    :param y: ``(..., D)`` noisy signals. :param noise_scale: :math:`s`.
+    :return: ``(..., D)``.
+
+    Example::
+
+        x_hat = tweedie_denoise(energy_fn_s, y, 0.25)   # energy_fn_s: DSM at sigma = 0.25
     """
     y = jnp.asarray(y)
-    grad = jax.grad(lambda v: jnp.sum(energy(v)))(y)
+    grad = jax.grad(lambda v: jnp.sum(energy_fn(v)))(y)
     return y - noise_scale**2 * grad
 
 
@@ -275,6 +229,11 @@ def wiener_denoise(y, mean, cov, noise_scale):
 
     :param y: ``(..., D)``; :param mean: ``(D,)``; :param cov: ``(D, D)``;
     :param noise_scale: :math:`s`.
+    :return: ``(..., D)``.
+
+    Example::
+
+        x_hat = wiener_denoise(y, x_train.mean(0), jnp.cov(x_train.T), 0.25)
     """
     y, mean, cov = jnp.asarray(y), jnp.asarray(mean), jnp.asarray(cov)
     dim = mean.shape[-1]
@@ -284,19 +243,28 @@ def wiener_denoise(y, mean, cov, noise_scale):
     return mean + (y - mean) @ gain
 
 
-def posterior_model(energy: Callable, event_shape: tuple, noise_scale, site: str = "x"):
+def posterior_model(energy_fn: Callable, event_shape: tuple, noise_scale, site: str = "x"):
     r"""The denoising posterior as a NumPyro model, for ``MCMC(NUTS(...))`` or
     ``MCMC(numpyro_ebm.BlackJAXKernel(...))``::
 
-        x ~ Unnormalized(energy, event_shape)          # the learned prior
+        x ~ Unnormalized(energy_fn, event_shape)       # the learned prior
         y ~ Normal(x, noise_scale)  (observed)          # the likelihood
 
+    :param energy_fn: the prior energy, ``(*event_shape) -> ()``.
+    :param event_shape: the shape of one clean signal.
+    :param noise_scale: :math:`s`.
+    :param site: the name of the latent site.
     :return: ``model(y)``.
+
+    Example::
+
+        mcmc = MCMC(NUTS(posterior_model(energy_fn, (D,), 0.25)), num_warmup=200, num_samples=1000)
+        mcmc.run(jax.random.key(0), y[0])
     """
     event_shape = tuple(event_shape)
 
     def model(y):
-        x = numpyro.sample(site, Unnormalized(energy, event_shape))
+        x = numpyro.sample(site, Unnormalized(energy_fn, event_shape))
         numpyro.sample("y", dist.Normal(x, noise_scale).to_event(len(event_shape)), obs=y)
 
     return model

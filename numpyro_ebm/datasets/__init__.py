@@ -1,24 +1,19 @@
-"""Data sets: the 2-D toy densities of the EBM literature (exact samplers and densities) and
-synthetic sequences from a known hidden Markov model."""
+"""Data sets: the 2-D toy densities of the EBM literature (exact samplers and densities; by
+family in :mod:`.mixtures`, :mod:`.curves`, :mod:`.shapes`, with the registry
+:data:`TOY_DENSITIES` and :func:`entropy` in :mod:`.toy`) and synthetic sequences from a known
+hidden Markov model (:mod:`.sequences`)."""
 
-from numpyro_ebm.datasets.sequences import HMM, hmm_bayes_decode, random_hmm, sample_hmm
-from numpyro_ebm.datasets.toy import (
-    TOY_DENSITIES,
-    Checkerboard,
+from numpyro_ebm.datasets.curves import NoisyCurves, spirals, swiss_roll, two_moons
+from numpyro_ebm.datasets.mixtures import (
     GaussianMixture2D,
-    NoisyCurves,
-    Pinwheel,
     Rings,
-    checkerboard,
     eight_gaussians,
-    entropy,
-    pinwheel,
     rings,
-    spirals,
-    swiss_roll,
     twenty_five_gaussians,
-    two_moons,
 )
+from numpyro_ebm.datasets.sequences import HMM, hmm_bayes_decode, random_hmm, sample_hmm
+from numpyro_ebm.datasets.shapes import Checkerboard, Pinwheel, checkerboard, pinwheel
+from numpyro_ebm.datasets.toy import TOY_DENSITIES, entropy
 
 __all__ = [
     "HMM",

@@ -7,7 +7,7 @@ from numpyro_ebm.evaluation.ais import (
     logz_ais,
     temperature_schedule,
 )
-from numpyro_ebm.evaluation.diagnostics import ess_per_second, median_bandwidth, mmd
+from numpyro_ebm.evaluation.diagnostics import auroc, ess_per_second, median_bandwidth, mmd, psnr
 from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
@@ -15,6 +15,7 @@ __all__ = [
     "AISResult",
     "LogLikelihood",
     "annealed_importance_sampling",
+    "auroc",
     "ess_per_second",
     "log_likelihood",
     "logz_ais",
@@ -22,6 +23,7 @@ __all__ = [
     "logz_quadrature",
     "median_bandwidth",
     "mmd",
+    "psnr",
     "pseudo_log_likelihood",
     "temperature_schedule",
 ]
