@@ -5,7 +5,6 @@ The metrics themselves (PSNR, AUROC) are tested in test_diagnostics.py."""
 from functools import partial
 
 import blackjax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +29,7 @@ from numpyro_ebm.datasets import two_moons
 from numpyro_ebm.estimators.base import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation import auroc, psnr
+from numpyro_ebm.nets import MLPEnergy
 
 # ------------------------------------------------------------------------------------------
 # classification
@@ -149,16 +149,8 @@ def test_metrics_and_applications_are_public_where_documented():
 # anomaly detection
 
 
-class MLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.swish(nn.Dense(32)(x))
-        x = nn.swish(nn.Dense(32)(x))
-        return nn.Dense(1)(x)[..., 0]
-
-
 def toy_model(data):
-    net = flax_module("energy", MLP(), input_shape=(1, 2))
+    net = flax_module("energy", MLPEnergy(hidden=(32, 32)), input_shape=(1, 2))
     with numpyro.plate("data", data.shape[0], subsample_size=256):
         batch = numpyro.subsample(data, event_dim=1)
         numpyro.sample("x", numpyro_ebm.Unnormalized(net, (2,)), obs=batch)
