@@ -4,19 +4,25 @@ held-out and pseudo log-likelihoods, and sample-quality diagnostics."""
 from numpyro_ebm.evaluation.ais import (
     AISResult,
     annealed_importance_sampling,
+    check_betas,
     logz_ais,
     temperature_schedule,
 )
 from numpyro_ebm.evaluation.diagnostics import ess_per_second, median_bandwidth, mmd
-from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.likelihood import (
+    LogLikelihood,
+    heldout_log_likelihood,
+    pseudo_log_likelihood,
+)
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
 __all__ = [
     "AISResult",
     "LogLikelihood",
     "annealed_importance_sampling",
+    "check_betas",
     "ess_per_second",
-    "log_likelihood",
+    "heldout_log_likelihood",
     "logz_ais",
     "logz_exact",
     "logz_quadrature",
