@@ -341,9 +341,9 @@ class _Program:
     """The path of one :func:`logz_ais` call as a ``jax.jit`` static argument: equal across calls
     with the same target, base, kernel and sizes, so that the jitted runner is reused."""
 
-    def __init__(self, path, key, num_chains, num_steps):
+    def __init__(self, path, cache_key, num_chains, num_steps):
         self.path, self.num_chains, self.num_steps = path, num_chains, num_steps
-        self.key = (key, num_chains, num_steps)
+        self.key = (cache_key, num_chains, num_steps)
 
     def __hash__(self):
         return hash(self.key)

@@ -178,8 +178,8 @@ def _find_site(model, model_args, model_kwargs) -> tuple[str, Any]:
         sample_sites = [k for k, v in tr.items() if v["type"] == "sample"]
         raise ValueError(
             "heldout_log_likelihood: `site=None` needs exactly one numpyro_ebm.Unnormalized site "
-            f"in the model; found {[name for name, _ in found]} among the sample sites {sample_sites}. "
-            "Pass `site` by name."
+            f"in the model; found {[name for name, _ in found]} among the sample sites "
+            f"{sample_sites}. Pass `site` by name."
         )
     return found[0]
 
@@ -299,7 +299,8 @@ def heldout_log_likelihood(
             if event_size > 2:
                 raise ValueError(
                     "heldout_log_likelihood: logz='quadrature' handles events of size 1 or 2; "
-                    f"site {site!r} has event shape {event_shape}. Use logz=numpyro_ebm.logz_ais(...)."
+                    f"site {site!r} has event shape {event_shape}. Use "
+                    "logz=numpyro_ebm.logz_ais(...)."
                 )
 
             def flat_energy(points):  # (n, event_size) -> (n,)

@@ -140,7 +140,9 @@ def transition_path(
     return AnnealingPath(logdensity_fn, kernel, sample_base, log_Z_base)
 
 
-def check_path_kernel(path: AnnealingPath, beta=0.5, num_draws: int = 4, caller="logz_ais") -> None:
+def check_path_kernel(
+    path: AnnealingPath, beta=0.5, num_draws: int = 4, caller: str = "logz_ais"
+) -> None:
     r"""Check on a few base draws that ``path.kernel(beta)`` samples :math:`\exp f_\beta`.
 
     Draws ``num_draws`` positions :math:`x_j` from the base (a fixed key), initializes
@@ -175,18 +177,18 @@ def check_path_kernel(path: AnnealingPath, beta=0.5, num_draws: int = 4, caller=
             return
         reported.append(np.asarray(logdensity, np.float64))
         expected.append(np.asarray(f, np.float64))
-    reported, expected = np.stack(reported), np.stack(expected)
-    difference = reported - expected
-    if not np.all(np.isfinite(difference)):
-        return
-    spread = float(np.max(difference) - np.min(difference))
-    scale = float(np.max(np.abs(expected)) + np.max(np.abs(reported)))
-    if spread > 1e-4 * scale + 1e-4:
+    reported, expected = np.stack(reported).ravel(), np.stack(expected).ravel()
+    finite = np.isfinite(reported) & np.isfinite(expected)
+    difference = reported[finite] - expected[finite]
+    spread = float(np.ptp(difference)) if difference.size else 0.0
+    scale = float(np.max(np.abs(expected[finite]), initial=0.0))
+    same_support = np.array_equal(np.isfinite(reported), np.isfinite(expected))
+    if not same_support or spread > 1e-4 * scale + 1e-4:
         raise ValueError(
             f"{caller}: the `kernel` does not sample the density of the `target` path: at "
             f"beta={beta}, its state reports log densities {np.round(reported, 4).tolist()} at "
-            f"{num_draws} base draws where f_beta is {np.round(expected, 4).tolist()} (not equal up to a constant). A kernel "
-            "factory must build its sampler from the log density it is called with (e.g. "
+            f"{num_draws} base draws where f_beta is {np.round(expected, 4).tolist()} (not "
+            "equal up to a constant). A kernel factory must build its sampler from the log density it is called with (e.g. "
             "`lambda f: blackjax.mala(f, 0.1)`, not a sampler of a fixed density); an "
             "AnnealingPath's `kernel(beta)` must leave exp(logdensity_fn(beta, x)) invariant."
         )

@@ -61,7 +61,8 @@ def build_kernel(conditional_samplers: Sequence[Callable]):
         for key, sample_block in zip(keys, samplers):
             position = sample_block(key, position)
         rate = flip_rate(state.position, position)
-        return BlockGibbsState(position, jnp.asarray(logdensity_fn(position))), GibbsInfo(rate, rate)
+        new_state = BlockGibbsState(position, jnp.asarray(logdensity_fn(position)))
+        return new_state, GibbsInfo(rate, rate)
 
     return kernel
 

@@ -61,7 +61,9 @@ def check_values(caller: str, values, num_categories=None) -> np.ndarray:
     try:
         arr = np.asarray(values)
     except Exception as err:  # noqa: BLE001 - re-raised naming the argument
-        raise TypeError(f"{caller}: `values` must be a sequence of numbers, got {values!r}.") from err
+        raise TypeError(
+            f"{caller}: `values` must be a sequence of numbers, got {values!r}."
+        ) from err
     if (
         arr.ndim != 1
         or arr.size < 2

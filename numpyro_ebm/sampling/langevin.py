@@ -86,9 +86,8 @@ def build_kernel() -> Callable:
         else:
             tempering = 2.0 * step_size / noise_scale**2
             drift = jax.tree.map(lambda g: tempering * g, state.logdensity_grad)
-            new = diffusion(
-                rng_key, DiffusionState(state.position, state.logdensity, drift), 0.5 * noise_scale**2
-            )
+            tempered = DiffusionState(state.position, state.logdensity, drift)
+            new = diffusion(rng_key, tempered, 0.5 * noise_scale**2)
         one = jnp.ones((), dtype=jnp.result_type(float))
         return ULAState(*new), ULAInfo(one, jnp.ones((), dtype=bool))
 
