@@ -49,7 +49,7 @@ import numpyro_ebm
 from numpyro_ebm.datasets import two_moons
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation.diagnostics import ess_per_second, mmd
-from numpyro_ebm.evaluation.likelihood import log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.likelihood import heldout_log_likelihood, pseudo_log_likelihood
 from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models import Ising
 
@@ -154,8 +154,8 @@ def part1(num_train_steps, rows):
     params = svi.run(jax.random.key(2), num_train_steps, data, progress_bar=False).params
     t_train = time.perf_counter() - t0
     test = two_moons().sample(jax.random.key(3), (5000,))
-    ll = log_likelihood(ebm, params, test, "x", logz="quadrature", low=-6.0, high=6.0,
-                        model_args=(data,))
+    ll = heldout_log_likelihood(ebm, params, test, "x", logz="quadrature", low=-6.0, high=6.0,
+                                model_args=(data,))
     true_ll = float(two_moons().log_prob(test).mean())
     print(f"trained by DSM (sigma=0.1, {num_train_steps} steps) in {t_train:.1f}s; test log-lik "
           f"{float(ll.mean):.3f} +- {float(ll.stderr_data):.3f} nats (true density {true_ll:.3f})")

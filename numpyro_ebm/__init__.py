@@ -5,7 +5,7 @@ energy (:func:`energy_fn`); sample it with any BlackJAX kernel over many chains
 (:func:`sample_chains`, :func:`ula`, :func:`gibbs`) or inside ``numpyro.infer.MCMC``
 (:class:`BlackJAXKernel`); train it with SVI losses (contrastive divergence, score matching, NCE,
 FCE); evaluate it with partition functions (:func:`logz_quadrature`, :func:`logz_exact`,
-:func:`logz_ais`) and likelihoods (:func:`log_likelihood`). Classical models live in
+:func:`logz_ais`) and likelihoods (:func:`heldout_log_likelihood`). Classical models live in
 :mod:`numpyro_ebm.models`, toy densities in :mod:`numpyro_ebm.datasets`.
 """
 
@@ -39,11 +39,17 @@ from numpyro_ebm.evaluation.ais import (
     logz_ais,
     temperature_schedule,
 )
-from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.likelihood import (
+    LogLikelihood,
+    heldout_log_likelihood,
+    pseudo_log_likelihood,
+)
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
+from numpyro_ebm.sampling.block_gibbs import block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
-from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
+from numpyro_ebm.sampling.gibbs import gibbs
+from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
@@ -83,10 +89,10 @@ __all__ = [
     "geometric_path",
     "gibbs",
     "gibbs_with_gradients",
+    "heldout_log_likelihood",
     "label_ebm",
     "label_energies",
     "load_checkpoint",
-    "log_likelihood",
     "logz_ais",
     "logz_exact",
     "logz_quadrature",

@@ -123,3 +123,69 @@ def test_temperature_schedules_and_errors():
         logz_ais(jax.random.key(0), lambda x: x**2, base, kern, num_temperatures=5)
     with pytest.raises(TypeError, match="factory"):
         logz_ais(jax.random.key(0), energy, base, kern(lambda x: -energy(x)))
+
+
+def test_logz_ais_refuses_a_built_algorithm_as_kernel():
+    """A `SamplingAlgorithm` bound to one density would not sample f_beta: refused by name."""
+    base = dist.Normal(0.0, 1.0).expand([2]).to_event(1)
+    energy = lambda x: 0.25 * jnp.sum(x**4)
+    with pytest.raises(TypeError, match="`kernel` must be a factory.*already bound"):
+        logz_ais(jax.random.key(0), energy, base, blackjax.mala(lambda x: -energy(x), 0.1))
+    # a path brings its own kernels: another kernel is refused too
+    mala = partial(blackjax.mala, step_size=0.1)
+    path = numpyro_ebm.geometric_path(lambda x: -energy(x), base, mala)
+    with pytest.raises(ValueError, match="`kernel`"):
+        logz_ais(jax.random.key(0), path, kernel=partial(blackjax.mala, step_size=0.1))
+
+
+def test_logz_ais_refuses_a_factory_that_ignores_its_density():
+    """`lambda f: mala(fixed density)` anneals nothing; it is caught before anything runs. A
+    factory that shifts the density by a constant samples the same thing and is accepted."""
+    base = dist.Normal(0.0, 2.0).expand([2]).to_event(1)
+    energy = lambda x: 0.25 * jnp.sum(x**4)  # not the Gaussian the bad kernel samples
+    ignores = lambda f: blackjax.mala(lambda x: -0.5 * jnp.sum(x**2), 0.1)
+    with pytest.raises(ValueError, match="`kernel` does not sample the density of the `target`"):
+        logz_ais(jax.random.key(0), energy, base, ignores, num_chains=8, num_temperatures=5)
+    # an AnnealingPath whose kernels ignore beta is caught the same way
+    mala = partial(blackjax.mala, step_size=0.1)
+    good = numpyro_ebm.geometric_path(lambda x: -energy(x), base, mala)
+    frozen = good._replace(kernel=lambda beta: good.kernel(1.0))
+    with pytest.raises(ValueError, match="kernel"):
+        logz_ais(jax.random.key(0), frozen, num_chains=8, num_temperatures=5)
+    shifted = lambda f: blackjax.mala(lambda x: f(x) + 3.0, 0.1)
+    res = logz_ais(jax.random.key(0), energy, base, shifted, num_chains=8, num_temperatures=5)
+    assert np.isfinite(float(res.log_Z))
+
+
+def test_logz_ais_ess_is_the_normalized_weights_ess():
+    base = dist.Normal(0.0, 2.0).expand([1]).to_event(1)
+    res = logz_ais(jax.random.key(0), lambda x: jnp.sum(x**2), base,
+                   partial(blackjax.mala, step_size=0.1), num_chains=64, num_temperatures=5)
+    w = np.exp(np.asarray(res.log_weights, np.float64) - np.max(res.log_weights))
+    np.testing.assert_allclose(float(res.ess), w.sum() ** 2 / (w**2).sum(), rtol=1e-4)
+    assert 1.0 <= float(res.ess) < 64.0  # five temperatures: unequal weights
+
+
+def test_repeated_logz_ais_calls_reuse_the_compiled_program():
+    """The factory is called while the program is traced; a second call with the same target,
+    base and kernel traces nothing (fewer factory calls), a new kernel object traces again."""
+    calls = []
+
+    def kernel(logdensity_fn):
+        calls.append(1)
+        return blackjax.mala(logdensity_fn, 0.1)
+
+    base = dist.Normal(0.0, 2.0).expand([2]).to_event(1)
+    energy = lambda x: 0.5 * jnp.sum(x**2)
+
+    def run(key, kern):
+        before = len(calls)
+        res = logz_ais(jax.random.key(key), energy, base, kern, num_chains=16, num_temperatures=8)
+        return res, len(calls) - before
+
+    first, n_first = run(0, kernel)
+    second, n_second = run(1, kernel)
+    assert n_second < n_first
+    assert float(first.log_Z) != float(second.log_Z)  # a new key is a new run
+    _, n_other = run(1, lambda f: kernel(f))
+    assert n_other == n_first

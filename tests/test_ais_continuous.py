@@ -23,7 +23,7 @@ import pytest
 import numpyro_ebm
 from numpyro_ebm.datasets import eight_gaussians
 from numpyro_ebm.evaluation.ais import logz_ais
-from numpyro_ebm.evaluation.likelihood import log_likelihood
+from numpyro_ebm.evaluation.likelihood import heldout_log_likelihood
 from numpyro_ebm.evaluation.partition import logz_quadrature
 
 D = 50
@@ -117,7 +117,7 @@ def test_2d_trained_ebm_matches_quadrature():
     assert abs(float(res.log_Z) - quad) < 0.05, (float(res.log_Z), quad, float(res.stderr))
 
 
-# ----------------------------------------------------------------------------- log_likelihood
+# --------------------------------------------------------------------- heldout_log_likelihood
 
 MU = jnp.array([0.5, -1.0])
 PREC = jnp.array([[2.0, 0.6], [0.6, 1.0]])
@@ -144,18 +144,19 @@ def test_log_likelihood_gaussian_number_and_quadrature(gaussian_test_data):
     exact_ll = gaussian_reference(x)
     log_Z = 0.5 * (2 * math.log(2 * math.pi) - float(jnp.linalg.slogdet(PREC)[1]))
     params = {"mu": MU}
-    ll = log_likelihood(gaussian_model, params, x, "x", logz=log_Z)
+    ll = heldout_log_likelihood(gaussian_model, params, x, "x", logz=log_Z)
     np.testing.assert_allclose(ll.mean, exact_ll.mean(), rtol=1e-5)
     np.testing.assert_allclose(ll.per_example, exact_ll, rtol=1e-4, atol=1e-4)
     assert float(ll.stderr) == 0.0
     np.testing.assert_allclose(ll.stderr_data, exact_ll.std(ddof=1) / math.sqrt(500), rtol=1e-3)
     # quadrature, and the site found automatically
-    ll_q = log_likelihood(gaussian_model, params, x, logz="quadrature", low=-7.0, high=7.0)
+    ll_q = heldout_log_likelihood(gaussian_model, params, x, logz="quadrature", low=-7.0,
+                                  high=7.0)
     np.testing.assert_allclose(ll_q.log_Z, log_Z, atol=1e-4)
     np.testing.assert_allclose(ll_q.mean, exact_ll.mean(), atol=1e-4)
     # wrong parameters give a lower likelihood (the estimate can fail)
-    worse = log_likelihood(gaussian_model, {"mu": MU + 0.5}, x, logz="quadrature", low=-7.0,
-                           high=7.0)
+    worse = heldout_log_likelihood(gaussian_model, {"mu": MU + 0.5}, x, logz="quadrature",
+                                   low=-7.0, high=7.0)
     assert float(worse.mean) < float(ll_q.mean) - 0.05
 
 
@@ -166,14 +167,15 @@ def test_log_likelihood_with_ais_error_bar(gaussian_test_data):
     base = dist.Normal(0.0, 3.0).expand([2]).to_event(1)
     ais = logz_ais(jax.random.key(6), lambda y: E(params, y), base, hmc(0.2, 2),
                    num_chains=256, num_temperatures=100)
-    ll = log_likelihood(gaussian_model, params, x, "x", logz=ais)
+    ll = heldout_log_likelihood(gaussian_model, params, x, "x", logz=ais)
     assert float(ll.stderr) == float(ais.stderr) > 0
     exact_mean = float(gaussian_reference(x).mean())
     assert abs(float(ll.mean) - exact_mean) < 4 * float(ll.stderr)
 
 
 def test_log_likelihood_exact_discrete():
-    """A 3x3 open Ising model: log_likelihood with logz='exact' equals -E - log Z by brute force."""
+    """A 3x3 open Ising model: heldout_log_likelihood with logz='exact' equals -E - log Z by
+    brute force."""
     from numpyro_ebm.models import Ising
 
     ising = Ising((3, 3), coupling=0.4, field=0.2, periodic=False)
@@ -185,7 +187,7 @@ def test_log_likelihood_exact_discrete():
     idx = np.arange(2**9)[:, None]
     configs = jnp.asarray(np.where((idx >> np.arange(9)) & 1, 1.0, -1.0).reshape(-1, 3, 3))
     log_Z = float(jax.scipy.special.logsumexp(-ising.energy(configs)))
-    ll = log_likelihood(model, {}, s, logz="exact", values=(-1, 1))
+    ll = heldout_log_likelihood(model, {}, s, logz="exact", values=(-1, 1))
     np.testing.assert_allclose(ll.log_Z, log_Z, rtol=1e-5)
     np.testing.assert_allclose(ll.per_example, -ising.energy(s) - log_Z, rtol=1e-5)
 
@@ -194,23 +196,23 @@ def test_log_likelihood_errors(gaussian_test_data):
     x = gaussian_test_data
     p = {"mu": MU}
     with pytest.raises(ValueError, match="low"):
-        log_likelihood(gaussian_model, p, x, logz="quadrature")
+        heldout_log_likelihood(gaussian_model, p, x, logz="quadrature")
     with pytest.raises(ValueError, match="values"):
-        log_likelihood(gaussian_model, p, x, logz="exact")
+        heldout_log_likelihood(gaussian_model, p, x, logz="exact")
     with pytest.raises(ValueError, match="logz"):
-        log_likelihood(gaussian_model, p, x, logz="ais")
+        heldout_log_likelihood(gaussian_model, p, x, logz="ais")
     with pytest.raises(TypeError, match="logz"):
-        log_likelihood(gaussian_model, p, x, logz=object())
+        heldout_log_likelihood(gaussian_model, p, x, logz=object())
     with pytest.raises(ValueError, match="shape"):
-        log_likelihood(gaussian_model, p, x[:, :1], logz=0.0)
+        heldout_log_likelihood(gaussian_model, p, x[:, :1], logz=0.0)
     with pytest.raises(ValueError, match="site"):
-        log_likelihood(gaussian_model, p, x, "nope", logz=0.0)
+        heldout_log_likelihood(gaussian_model, p, x, "nope", logz=0.0)
     with pytest.raises(TypeError, match="params"):
-        log_likelihood(gaussian_model, [1.0], x, logz=0.0)
+        heldout_log_likelihood(gaussian_model, [1.0], x, logz=0.0)
 
     def two_sites(data=None):
         numpyro.sample("a", numpyro_ebm.Unnormalized(lambda v: v**2, ()), obs=1.0)
         numpyro.sample("b", numpyro_ebm.Unnormalized(lambda v: v**2, ()), obs=1.0)
 
     with pytest.raises(ValueError, match="exactly one"):
-        log_likelihood(two_sites, {}, jnp.ones((3,)), logz=0.0)
+        heldout_log_likelihood(two_sites, {}, jnp.ones((3,)), logz=0.0)

@@ -194,7 +194,7 @@ def test_pseudo_log_likelihood_matches_ising_conditionals():
     got = jax.jit(lambda s: pseudo_log_likelihood(ising.energy, s, (-1, 1)))(s)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     chunked = jax.jit(
-        lambda s: pseudo_log_likelihood(ising.energy, s, (-1, 1), site_batch_size=3)
+        lambda s: pseudo_log_likelihood(ising.energy, s, (-1, 1), chunk_size=3)
     )(s)
     np.testing.assert_allclose(chunked, expected, rtol=1e-5, atol=1e-4)
 

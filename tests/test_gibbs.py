@@ -1,9 +1,11 @@
 """Discrete samplers (single-site Gibbs, block Gibbs, Gibbs-with-gradients) against exact
 enumeration on small models; tolerances are 4 Monte Carlo standard errors over independent chains."""
 
+import importlib
 import itertools
 from functools import partial
 
+import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,14 +13,9 @@ import pytest
 
 import numpyro_ebm
 from numpyro_ebm.models import Ising
-from numpyro_ebm.sampling.gibbs import (
-    BlockGibbsState,
-    GibbsInfo,
-    GibbsState,
-    block_gibbs,
-    gibbs,
-    gibbs_with_gradients,
-)
+from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
+from numpyro_ebm.sampling.gibbs import GibbsInfo, GibbsState, gibbs
+from numpyro_ebm.sampling.gibbs_with_gradients import GWGState, gibbs_with_gradients
 
 D = 6
 
@@ -185,3 +182,32 @@ def test_argument_errors():
         block_gibbs(f, conditional_samplers=lambda k, x: x)
     with pytest.raises(ValueError, match="empty"):
         block_gibbs(f, conditional_samplers=[])
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, state_type",
+    [
+        ("gibbs", {"values": (0, 1)}, GibbsState),
+        ("block_gibbs", {"conditional_samplers": [lambda k, x: x]}, BlockGibbsState),
+        ("gibbs_with_gradients", {"values": (0, 1)}, GWGState),
+    ],
+)
+def test_discrete_samplers_are_blackjax_sampling_apis(name, kwargs, state_type):
+    """Each sampler is a ``blackjax.GenerateSamplingAPI`` (like ``blackjax.mala``) from its own
+    module: calling it builds a ``SamplingAlgorithm``; ``.init``/``.build_kernel`` are the module's
+    low-level pieces and run the same chain as the built algorithm."""
+    api = getattr(numpyro_ebm, name)
+    module = importlib.import_module(f"numpyro_ebm.sampling.{name}")
+    assert isinstance(api, blackjax.GenerateSamplingAPI)
+    assert api.init is module.init and api.build_kernel is module.build_kernel
+    logdensity, _, _, _ = _quadratic((0, 1))
+    algo = api(logdensity, **kwargs)
+    x0 = jnp.zeros(D).at[::2].set(1.0)
+    state = algo.init(x0)
+    assert isinstance(state, state_type) and isinstance(api.init(x0, logdensity), state_type)
+    kernel = api.build_kernel(next(iter(kwargs.values())))  # values, or the block samplers
+    key = jax.random.key(5)
+    new, _ = algo.step(key, state)
+    low_level, _ = kernel(key, api.init(x0, logdensity), logdensity)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(low_level)):
+        np.testing.assert_array_equal(a, b)

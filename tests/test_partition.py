@@ -123,7 +123,7 @@ def test_quadrature_errors():
 def test_independent_spins():
     """E = -h.s over s in {-1, 1}^n: log Z = sum_i log(2 cosh h_i)."""
     h = jax.random.normal(jax.random.PRNGKey(0), (12,))
-    got = logz_exact(lambda s: -s @ h, 12, values=(-1, 1), batch_size=1000)
+    got = logz_exact(lambda s: -s @ h, 12, values=(-1, 1), chunk_size=1000)
     assert got.shape == ()
     np.testing.assert_allclose(got, jnp.sum(jnp.log(2 * jnp.cosh(h))), rtol=1e-5)
 
@@ -150,7 +150,7 @@ def ising_chain_logz(beta_j, n):
 
 @pytest.mark.parametrize("beta_j, n", [(0.7, 10), (-0.4, 9), (1.3, 20)])
 def test_ising_chain_periodic(beta_j, n):
-    got = logz_exact(ising_chain_energy(beta_j), n, values=(-1, 1), batch_size=4096)
+    got = logz_exact(ising_chain_energy(beta_j), n, values=(-1, 1), chunk_size=4096)
     np.testing.assert_allclose(got, ising_chain_logz(beta_j, n), rtol=1e-5)
 
 

@@ -234,8 +234,21 @@ def test_ula_matches_unadjusted_mala_proposal():
     np.testing.assert_allclose(new.logdensity, gauss_logdensity(new.position), rtol=1e-6)
     np.testing.assert_allclose(new.logdensity_grad, jax.grad(gauss_logdensity)(new.position))
     assert info.acceptance_rate == 1.0 and bool(info.is_accepted)
+    assert isinstance(ula, blackjax.GenerateSamplingAPI)
     assert ula.init is numpyro_ebm.sampling.langevin.init
     assert callable(ula.build_kernel())
+    # the move is BlackJAX's overdamped Langevin Euler step, bit for bit
+    diffusion = blackjax.mcmc.diffusions.overdamped_langevin(jax.value_and_grad(gauss_logdensity))
+    reference = diffusion(key, blackjax.mcmc.diffusions.DiffusionState(*state), 0.1)
+    for a, b in zip(new, reference):
+        np.testing.assert_array_equal(a, b)
+    # noise_scale decouples the noise: x + h grad log p + sigma eps (to rounding)
+    decoupled, _ = ula(gauss_logdensity, step_size=0.1, noise_scale=0.03).step(key, state)
+    expected = state.position + 0.1 * jax.grad(gauss_logdensity)(state.position) + 0.03 * eps
+    np.testing.assert_allclose(decoupled.position, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        decoupled.logdensity, gauss_logdensity(decoupled.position), rtol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- result fields

@@ -4,11 +4,16 @@ held-out and pseudo log-likelihoods, and sample-quality diagnostics."""
 from numpyro_ebm.evaluation.ais import (
     AISResult,
     annealed_importance_sampling,
+    check_betas,
     logz_ais,
     temperature_schedule,
 )
 from numpyro_ebm.evaluation.diagnostics import auroc, ess_per_second, median_bandwidth, mmd, psnr
-from numpyro_ebm.evaluation.likelihood import LogLikelihood, log_likelihood, pseudo_log_likelihood
+from numpyro_ebm.evaluation.likelihood import (
+    LogLikelihood,
+    heldout_log_likelihood,
+    pseudo_log_likelihood,
+)
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
 __all__ = [
@@ -16,8 +21,9 @@ __all__ = [
     "LogLikelihood",
     "annealed_importance_sampling",
     "auroc",
+    "check_betas",
     "ess_per_second",
-    "log_likelihood",
+    "heldout_log_likelihood",
     "logz_ais",
     "logz_exact",
     "logz_quadrature",

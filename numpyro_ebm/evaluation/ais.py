@@ -33,16 +33,18 @@ along paths whose transitions are exact block Gibbs steps.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.smc.ess import ess as effective_sample_size
 from numpyro.distributions import Distribution
 
 from numpyro_ebm._validation import check_int, is_concrete, leading_size
 from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path
+from numpyro_ebm.sampling.annealing import AnnealingPath, check_path_kernel, geometric_path
 
 __all__ = [
     "AISResult",
@@ -60,7 +62,8 @@ class AISResult(NamedTuple):
     :ivar stderr: its standard error (delta method on the log of the mean weight), a scalar.
     :ivar log_weights: ``(num_chains,)`` log importance weights :math:`\\log w_n` (``log_Z`` is
         ``log_Z_base + logsumexp(log_weights) - log(num_chains)``).
-    :ivar ess: effective sample size of the weights, :math:`(\\sum w)^2 / \\sum w^2`.
+    :ivar ess: effective sample size of the weights, :math:`(\\sum w)^2 / \\sum w^2`
+        (``blackjax.smc.ess.ess`` of the log-weights).
     :ivar positions: the chains' final positions (approximate draws from the target), leading axis
         ``num_chains``.
     :ivar betas: the ``(K + 1,)`` inverse temperatures used, from 0 to 1.
@@ -104,6 +107,8 @@ def temperature_schedule(num_temperatures: int, schedule: str = "sigmoid", sharp
 
 
 def check_betas(betas) -> jax.Array:
+    """``betas`` as a float array, checked: 1-D, at least two entries, and (where concrete)
+    non-decreasing from 0 to 1; else a ``ValueError`` naming ``betas``."""
     betas = jnp.asarray(betas)
     if betas.ndim != 1 or betas.shape[0] < 2:
         raise ValueError(
@@ -129,7 +134,7 @@ def _summarize(log_Z_base, log_weights, positions, betas) -> AISResult:
     log_Z = log_Z_base + shift + jnp.log(mean_w)
     sd = jnp.std(w, ddof=1) if n > 1 else jnp.asarray(jnp.inf, w.dtype)
     stderr = sd / (jnp.sqrt(n) * mean_w)
-    ess = jnp.sum(w) ** 2 / jnp.sum(w**2)
+    ess = effective_sample_size(finite)
     return AISResult(log_Z, stderr, log_weights, ess, positions, betas)
 
 
@@ -236,8 +241,22 @@ def logz_ais(
         ``num_temperatures`` and ``schedule``).
     :param int num_steps: MCMC transitions at each temperature.
     :param str schedule: see :func:`temperature_schedule`.
-    :return: :class:`AISResult` ``(log_Z, stderr, log_weights, ess, positions, betas)``. The
-        error bar assumes transitions that leave each :math:`f_\beta` invariant.
+    :return: :class:`AISResult` ``(log_Z, stderr, log_weights, ess, positions, betas)``.
+    :raises TypeError: ``kernel`` is not a factory (e.g. an algorithm already built).
+    :raises ValueError: the kernel does not sample the density it is given: before anything is
+        compiled, ``path.kernel(0.5)`` is initialized at a few base draws and the log density its
+        state reports (when it has a ``logdensity`` field) must equal :math:`f_{0.5}` up to a
+        constant (:func:`numpyro_ebm.sampling.annealing.check_path_kernel`).
+
+    The estimate and its error bar assume that every ``path.kernel(beta)`` leaves
+    :math:`\exp f_\beta` invariant; a kernel that samples another density gives a wrong
+    :math:`\log Z` with an error bar that can look small. The check above catches the common
+    cases (a factory that ignores its argument), not every non-invariant kernel.
+
+    The compiled program is cached per (``target``, ``base``, ``kernel``, ``num_chains``,
+    ``num_steps``) and the shapes of ``betas``: a second call with the same objects does not
+    recompile. As with ``jax.jit``, values that ``target`` or ``kernel`` read from an enclosing or
+    global scope are frozen at the first call; pass new functions when they change.
 
     **Example**
 
@@ -268,7 +287,9 @@ def logz_ais(
                 f"`target` must map one position of shape {tuple(base.event_shape)} to a scalar "
                 f"energy; it returned shape {energy_shape}. (`base` fixes the event shape.)"
             )
-    return _run_ais(rng_key, path, betas, num_chains, num_steps)
+    check_path_kernel(path, 0.5, caller="logz_ais")
+    program = _Program(path, _cache_key(target, base, kernel), num_chains, num_steps)
+    return _run_ais(rng_key, betas, jnp.asarray(path.log_Z_base), program=program)
 
 
 def _as_path(target, base, kernel) -> AnnealingPath:
@@ -300,7 +321,38 @@ def _as_path(target, base, kernel) -> AnnealingPath:
     return geometric_path(lambda x: -energy(x), base, kernel)
 
 
-def _run_ais(rng_key, path, betas, num_chains, num_steps):
-    return jax.jit(
-        lambda key, b: annealed_importance_sampling(key, path, b, num_chains, num_steps)
-    )(rng_key, betas)
+def _cache_key(target, base, kernel):
+    """What fixes the compiled AIS program: the user's own objects, hashed by identity (a fresh
+    ``object()`` when they are not hashable, so that nothing is shared)."""
+    if isinstance(target, Unnormalized) and base is None and kernel is None:
+        target = target.annealing_path
+    if isinstance(target, AnnealingPath):  # log_Z_base is an argument of the program, not a key
+        key = (target.logdensity_fn, target.kernel, target.sample_base)
+    else:
+        key = (target, base, kernel)
+    try:
+        hash(key)
+    except TypeError:
+        return object()
+    return key
+
+
+class _Program:
+    """The path of one :func:`logz_ais` call as a ``jax.jit`` static argument: equal across calls
+    with the same target, base, kernel and sizes, so that the jitted runner is reused."""
+
+    def __init__(self, path, cache_key, num_chains, num_steps):
+        self.path, self.num_chains, self.num_steps = path, num_chains, num_steps
+        self.key = (cache_key, num_chains, num_steps)
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Program) and self.key == other.key
+
+
+@partial(jax.jit, static_argnames=("program",))
+def _run_ais(rng_key, betas, log_Z_base, *, program):
+    path = program.path._replace(log_Z_base=log_Z_base)
+    return annealed_importance_sampling(rng_key, path, betas, program.num_chains, program.num_steps)

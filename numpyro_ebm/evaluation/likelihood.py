@@ -1,7 +1,7 @@
 r"""Likelihoods of energy-based models: test log-likelihood with a log partition function, and the
 pseudo-likelihood, which needs none.
 
-* :func:`log_likelihood`: the mean log-likelihood of held-out data under a trained EBM site,
+* :func:`heldout_log_likelihood`: the mean log-likelihood of held-out data under a trained EBM site,
   :math:`\frac1N\sum_n \big(-E_\theta(x_n)\big) - \log Z(\theta)`, with :math:`\log Z` given as a
   number, as an AIS result (its standard error is carried along), or computed here by grid
   quadrature (1-D/2-D) or enumeration (small discrete models).
@@ -28,23 +28,12 @@ from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import energy_fn as _energy_fn
 from numpyro_ebm.energy import trace_model, unwrap_distribution
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
+from numpyro_ebm.sampling.discrete import check_values
 
-__all__ = ["LogLikelihood", "log_likelihood", "pseudo_log_likelihood"]
+__all__ = ["LogLikelihood", "heldout_log_likelihood", "pseudo_log_likelihood"]
 
 
 # ----------------------------------------------------------------------------- pseudo-likelihood
-
-
-def _check_values(values) -> np.ndarray:
-    vals = np.asarray(values, dtype=np.float64)
-    if vals.ndim != 1 or vals.size < 2 or not np.all(np.isfinite(vals)):
-        raise ValueError(
-            "pseudo_log_likelihood: `values` must be a 1-D sequence of at least two finite states "
-            f"of one unit, e.g. (-1, 1) for spins or (0, 1) for binary units; got {values!r}."
-        )
-    if np.unique(vals).size != vals.size:
-        raise ValueError(f"pseudo_log_likelihood: `values` must be distinct; got {values!r}.")
-    return vals
 
 
 def pseudo_log_likelihood(
@@ -53,7 +42,7 @@ def pseudo_log_likelihood(
     values: Sequence[float] = (-1, 1),
     *,
     event_ndim: int | None = None,
-    site_batch_size: int | None = 64,
+    chunk_size: int | None = 64,
 ):
     r"""Pseudo-log-likelihood of discrete configurations under an energy (Besag 1975).
 
@@ -80,8 +69,8 @@ def pseudo_log_likelihood(
         ``(0, 1, 2)`` (a 3-state Potts unit); at least two distinct finite numbers.
     :param int event_ndim: number of trailing axes of ``x`` that form one configuration; default
         ``x.ndim - 1`` (``x`` is a batch ``(N, *event_shape)``).
-    :param int site_batch_size: units processed at once (``lax.map`` with ``batch_size``), which
-        bounds the memory to ``site_batch_size * |values| * x.size`` numbers; ``None`` for all.
+    :param int chunk_size: units processed at once (``lax.map`` in chunks of ``chunk_size``),
+        which bounds the memory to ``chunk_size * |values| * x.size`` numbers; ``None`` for all.
     :return: ``(*batch,)`` pseudo-log-likelihoods, one per configuration (sum them for a data
         set). Differentiable in whatever ``energy_fn`` closes over.
 
@@ -96,7 +85,7 @@ def pseudo_log_likelihood(
     """
     if not callable(energy_fn):
         raise TypeError(f"pseudo_log_likelihood: `energy_fn` must be callable; got {energy_fn!r}.")
-    vals = _check_values(values)
+    vals = check_values("pseudo_log_likelihood", values).astype(np.float64)
     x = jnp.asarray(x)
     if event_ndim is None:
         if x.ndim < 2:
@@ -111,8 +100,8 @@ def pseudo_log_likelihood(
         raise ValueError(
             f"pseudo_log_likelihood: `event_ndim`={event_ndim} exceeds x.ndim={x.ndim}."
         )
-    if site_batch_size is not None:
-        site_batch_size = check_int("site_batch_size", site_batch_size, minimum=1)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_finite("x", x)
     batch_shape = x.shape[: x.ndim - event_ndim]
     event_shape = x.shape[x.ndim - event_ndim :]
@@ -146,10 +135,10 @@ def pseudo_log_likelihood(
         return logsumexp(-energy(moved), axis=0)  # (*batch,)
 
     units = jnp.arange(num_units)
-    if site_batch_size is None or site_batch_size >= num_units:
+    if chunk_size is None or chunk_size >= num_units:
         normalizers = jax.vmap(log_normalizer)(units)
     else:
-        normalizers = jax.lax.map(log_normalizer, units, batch_size=site_batch_size)
+        normalizers = jax.lax.map(log_normalizer, units, batch_size=chunk_size)
     # sum_i [-E(x) - log sum_v exp(-E(x^{i<-v}))]
     return -num_units * energy_x - jnp.sum(normalizers, axis=0)
 
@@ -158,7 +147,8 @@ def pseudo_log_likelihood(
 
 
 class LogLikelihood(NamedTuple):
-    r"""What :func:`log_likelihood` returns (nats; divide by the event size for nats/dimension).
+    r"""What :func:`heldout_log_likelihood` returns (nats; divide by the event size for nats per
+    dimension).
 
     :ivar mean: :math:`\frac1N\sum_n -E_\theta(x_n) - \widehat{\log Z}`, the mean log-likelihood.
     :ivar stderr: the standard error of ``mean`` due to :math:`\widehat{\log Z}` (the AIS error
@@ -187,9 +177,9 @@ def _find_site(model, model_args, model_kwargs) -> tuple[str, Any]:
     if len(found) != 1:
         sample_sites = [k for k, v in tr.items() if v["type"] == "sample"]
         raise ValueError(
-            "log_likelihood: `site=None` needs exactly one numpyro_ebm.Unnormalized site in the "
-            f"model; found {[name for name, _ in found]} among the sample sites {sample_sites}. "
-            "Pass `site` by name."
+            "heldout_log_likelihood: `site=None` needs exactly one numpyro_ebm.Unnormalized site "
+            f"in the model; found {[name for name, _ in found]} among the sample sites "
+            f"{sample_sites}. Pass `site` by name."
         )
     return found[0]
 
@@ -201,7 +191,7 @@ _LOGZ_HINT = (
 )
 
 
-def log_likelihood(
+def heldout_log_likelihood(
     model,
     params,
     data,
@@ -216,6 +206,10 @@ def log_likelihood(
     values: Sequence[float] | None = None,
 ) -> LogLikelihood:
     r"""Mean log-likelihood of held-out data under a trained EBM site.
+
+    (Not ``numpyro.infer.util.log_likelihood``, which returns the per-draw log-likelihoods of the
+    observed sites of a model for posterior samples; this one reports a test-set log-likelihood
+    with its log partition function and error bars.)
 
     .. math::
 
@@ -236,8 +230,8 @@ def log_likelihood(
 
         * a number (or a scalar array): used as is (``stderr = 0``);
         * an object with ``log_Z`` and ``stderr`` attributes, such as the
-          :class:`~numpyro_ebm.evaluation.ais.AISResult` of :func:`numpyro_ebm.logz_ais`: its ``stderr`` is
-          returned as the error bar of the mean;
+          :class:`~numpyro_ebm.evaluation.ais.AISResult` of :func:`numpyro_ebm.logz_ais`: its
+          ``stderr`` is returned as the error bar of the mean;
         * ``"quadrature"`` (default): :func:`numpyro_ebm.logz_quadrature` on the box
           ``[low, high]`` with ``num_points`` per dimension (events of size 1 or 2);
         * ``"exact"``: :func:`numpyro_ebm.logz_exact` over ``values ** event_size``
@@ -255,22 +249,22 @@ def log_likelihood(
     .. code-block:: python
 
         params = svi.get_params(svi_state)
-        ll = numpyro_ebm.log_likelihood(model, params, x_test, "x", logz="quadrature",
+        ll = numpyro_ebm.heldout_log_likelihood(model, params, x_test, "x", logz="quadrature",
                                         low=-4.0, high=4.0, model_args=(x_train,))
         E = numpyro_ebm.energy_fn(model, "x", model_args=(x_train,))
         ais = numpyro_ebm.logz_ais(key, lambda x: E(params, x), base, kernel)
-        ll = numpyro_ebm.log_likelihood(model, params, x_test, "x", logz=ais,
+        ll = numpyro_ebm.heldout_log_likelihood(model, params, x_test, "x", logz=ais,
                                         model_args=(x_train,))
         print(f"{ll.mean:.3f} +- {ll.stderr:.3f} nats")
     """
     if not callable(model):
-        raise TypeError(f"log_likelihood: `model` must be a NumPyro model; got {model!r}.")
+        raise TypeError(f"heldout_log_likelihood: `model` must be a NumPyro model; got {model!r}.")
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise TypeError(
-            f"log_likelihood: `params` must be a dict of parameter values (svi.get_params(state)); "
-            f"got {type(params).__name__}."
+            "heldout_log_likelihood: `params` must be a dict of parameter values "
+            f"(svi.get_params(state)); got {type(params).__name__}."
         )
     if site is None:
         site, site_dist = _find_site(model, model_args, model_kwargs)
@@ -283,11 +277,11 @@ def log_likelihood(
     event_ndim = len(event_shape)
     if data.ndim != event_ndim + 1 or data.shape[1:] != event_shape:
         raise ValueError(
-            f"log_likelihood: `data` must have shape (N, *event_shape) = (N, "
+            f"heldout_log_likelihood: `data` must have shape (N, *event_shape) = (N, "
             f"{', '.join(map(str, event_shape))}) for site {site!r}; got {data.shape}."
         )
     if data.shape[0] < 1:
-        raise ValueError("log_likelihood: `data` is empty; expected at least one example.")
+        raise ValueError("heldout_log_likelihood: `data` is empty; expected at least one example.")
     check_finite("data", data)
 
     def energy(x):
@@ -299,12 +293,14 @@ def log_likelihood(
         if logz == "quadrature":
             if low is None or high is None:
                 raise ValueError(
-                    "log_likelihood: logz='quadrature' needs the box bounds `low` and `high`."
+                    "heldout_log_likelihood: logz='quadrature' needs the box bounds `low` and "
+                    "`high`."
                 )
             if event_size > 2:
                 raise ValueError(
-                    f"log_likelihood: logz='quadrature' handles events of size 1 or 2; site "
-                    f"{site!r} has event shape {event_shape}. Use logz=numpyro_ebm.logz_ais(...)."
+                    "heldout_log_likelihood: logz='quadrature' handles events of size 1 or 2; "
+                    f"site {site!r} has event shape {event_shape}. Use "
+                    "logz=numpyro_ebm.logz_ais(...)."
                 )
 
             def flat_energy(points):  # (n, event_size) -> (n,)
@@ -314,24 +310,25 @@ def log_likelihood(
         elif logz == "exact":
             if values is None:
                 raise ValueError(
-                    "log_likelihood: logz='exact' needs `values`, the states of one unit, e.g. "
-                    "(0, 1) or (-1, 1)."
+                    "heldout_log_likelihood: logz='exact' needs `values`, the states of one unit, "
+                    "e.g. (0, 1) or (-1, 1)."
                 )
             log_Z = logz_exact(
                 lambda s: energy(s.reshape((s.shape[0],) + event_shape)), event_size, values
             )
         else:
-            raise ValueError(f"log_likelihood: {_LOGZ_HINT}; got {logz!r}.")
+            raise ValueError(f"heldout_log_likelihood: {_LOGZ_HINT}; got {logz!r}.")
     elif hasattr(logz, "log_Z") and hasattr(logz, "stderr"):
         log_Z, stderr = jnp.asarray(logz.log_Z), jnp.asarray(logz.stderr)
     else:
         try:
             log_Z = jnp.asarray(logz, dtype=jnp.result_type(float))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"log_likelihood: {_LOGZ_HINT}; got {logz!r}.") from err
+            raise TypeError(f"heldout_log_likelihood: {_LOGZ_HINT}; got {logz!r}.") from err
         if log_Z.ndim != 0:
             raise ValueError(
-                f"log_likelihood: a numeric `logz` must be a scalar; got shape {log_Z.shape}."
+                "heldout_log_likelihood: a numeric `logz` must be a scalar; got shape "
+                f"{log_Z.shape}."
             )
     energies = jnp.asarray(energy(data)).reshape(data.shape[0])
     per_example = -energies - log_Z

@@ -27,6 +27,7 @@ from jax import lax
 from jax.scipy.special import logsumexp
 
 from numpyro_ebm._validation import check_int, is_concrete
+from numpyro_ebm.sampling.discrete import check_values
 
 __all__ = ["logz_exact", "logz_quadrature"]
 
@@ -165,7 +166,7 @@ def logz_exact(
     energy_fn: Callable,
     num_units: int,
     values: Sequence[float] = (0, 1),
-    batch_size: int = 65_536,
+    chunk_size: int = 65_536,
 ):
     r"""Exact log partition function of a discrete energy by enumerating every configuration.
 
@@ -176,9 +177,9 @@ def logz_exact(
 
     Configuration number ``k`` (``0 <= k < |V|^n``) sets unit ``i`` to ``values[d_i]``, with
     ``d_i`` the ``i``-th base-``|V|`` digit of ``k`` (least significant first). Configurations
-    are built and evaluated ``batch_size`` at a time inside ``lax.map`` and combined with a
-    log-sum-exp, so memory is ``O(batch_size * num_units)``: ``2**24`` binary configurations
-    take seconds on a CPU. Jittable and differentiable in what ``energy_fn`` closes over.
+    are built and evaluated ``chunk_size`` at a time inside ``lax.map`` and combined with a
+    log-sum-exp, so memory is ``O(chunk_size * num_units)``. Jittable and differentiable in what
+    ``energy_fn`` closes over.
 
     :param energy_fn: ``E``, mapping configurations ``(b, num_units)`` (float32 entries from
         ``values``) to energies ``(b,)`` (``(b, 1)`` accepted).
@@ -186,21 +187,14 @@ def logz_exact(
         binary units).
     :param values: the states of one unit, e.g. ``(0, 1)`` (Bernoulli/RBM) or ``(-1, 1)``
         (Ising spins); at least two distinct finite numbers.
-    :param int batch_size: configurations per chunk.
+    :param int chunk_size: configurations per chunk.
     :return: ``log Z``, a scalar.
     """
     if not callable(energy_fn):
         raise TypeError(f"logz_exact: `energy_fn` must be callable; got {energy_fn!r}.")
     n = check_int("num_units", num_units, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    vals = np.asarray(values, dtype=np.float64)
-    if vals.ndim != 1 or vals.size < 2 or not np.all(np.isfinite(vals)):
-        raise ValueError(
-            f"logz_exact: `values` must be a 1-D sequence of at least two finite states of one "
-            f"unit, e.g. (0, 1) or (-1, 1); got {values!r}."
-        )
-    if np.unique(vals).size != vals.size:
-        raise ValueError(f"logz_exact: `values` must be distinct; got {values!r}.")
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    vals = check_values("logz_exact", values).astype(np.float64)
     v = vals.size
     total = v**n
     if total > _MAX_CONFIGURATIONS:
@@ -217,4 +211,4 @@ def logz_exact(
         digits = (index[:, None] // powers) % v  # (b, n)
         return states[digits], 0.0
 
-    return _chunked_logsumexp(energy_fn, configurations, total, batch_size, "logz_exact")
+    return _chunked_logsumexp(energy_fn, configurations, total, chunk_size, "logz_exact")

@@ -1,28 +1,27 @@
-"""Samplers: BlackJAX-shaped kernels and the many-chain driver."""
+"""Samplers: BlackJAX-shaped kernels (one algorithm per module) and the many-chain driver."""
 
+from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, sample_chains
-from numpyro_ebm.sampling.gibbs import (
-    BlockGibbsState,
-    GibbsInfo,
-    GibbsState,
-    GWGInfo,
-    GWGState,
-    block_gibbs,
-    gibbs,
-    gibbs_with_gradients,
-)
+from numpyro_ebm.sampling.discrete import GibbsInfo
+from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
+from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
 __all__ = [
+    "BlackJAXKernel",
+    "BlackJAXKernelState",
     "BlockGibbsState",
-    "GibbsInfo",
-    "GibbsState",
+    "ChainResult",
     "GWGInfo",
     "GWGState",
+    "GibbsInfo",
+    "GibbsState",
+    "ULAInfo",
+    "ULAState",
     "block_gibbs",
     "gibbs",
     "gibbs_with_gradients",
-    "BlackJAXKernel",
-    "BlackJAXKernelState",
-    "ChainResult", "ULAInfo", "ULAState", "sample_chains", "ula"]
+    "sample_chains",
+    "ula",
+]

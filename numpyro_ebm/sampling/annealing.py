@@ -28,13 +28,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro.distributions import Distribution
+
+from numpyro_ebm._validation import is_concrete
 
 __all__ = [
     "AnnealingPath",
     "TransitionInfo",
     "TransitionState",
+    "check_path_kernel",
     "geometric_path",
     "transition_path",
 ]
@@ -133,3 +138,57 @@ def transition_path(
         return SamplingAlgorithm(init, step)
 
     return AnnealingPath(logdensity_fn, kernel, sample_base, log_Z_base)
+
+
+def check_path_kernel(
+    path: AnnealingPath, beta=0.5, num_draws: int = 4, caller: str = "logz_ais"
+) -> None:
+    r"""Check on a few base draws that ``path.kernel(beta)`` samples :math:`\exp f_\beta`.
+
+    Draws ``num_draws`` positions :math:`x_j` from the base (a fixed key), initializes
+    ``path.kernel(beta)`` at each, and compares the log density its state reports with
+    :math:`f_\beta(x_j)` = ``path.logdensity_fn(beta, x_j)``. The two must agree up to one
+    additive constant (a kernel may carry its density up to a constant; a constant does not change
+    what it samples), within float tolerance. This catches kernel factories that ignore the density
+    they are given, and paths whose kernels sample another density than ``logdensity_fn``.
+
+    The check is skipped when the kernel's state has no ``logdensity`` field, when the values are
+    traced (inside ``jit`` with traced parameters), and it cannot see a difference that is constant
+    on the draws (e.g. when all draws coincide).
+
+    :param path: the :class:`AnnealingPath`.
+    :param beta: the inverse temperature checked.
+    :param int num_draws: number of base draws.
+    :param str caller: the public function named in the error.
+    :raises ValueError: naming ``kernel`` and ``target`` when the log densities differ.
+    """
+    base_key, init_key = jax.random.split(jax.random.key(0))
+    draws = path.sample_base(base_key, num_draws)
+    algorithm = path.kernel(beta)
+    reported, expected = [], []
+    for j in range(num_draws):
+        x = jax.tree.map(lambda a: a[j], draws)
+        state = algorithm.init(x, init_key)
+        logdensity = getattr(state, "logdensity", None)
+        if logdensity is None:
+            return
+        f = path.logdensity_fn(beta, x)
+        if not is_concrete((logdensity, f)) or jnp.shape(logdensity) != jnp.shape(f):
+            return
+        reported.append(np.asarray(logdensity, np.float64))
+        expected.append(np.asarray(f, np.float64))
+    reported, expected = np.stack(reported).ravel(), np.stack(expected).ravel()
+    finite = np.isfinite(reported) & np.isfinite(expected)
+    difference = reported[finite] - expected[finite]
+    spread = float(np.ptp(difference)) if difference.size else 0.0
+    scale = float(np.max(np.abs(expected[finite]), initial=0.0))
+    same_support = np.array_equal(np.isfinite(reported), np.isfinite(expected))
+    if not same_support or spread > 1e-4 * scale + 1e-4:
+        raise ValueError(
+            f"{caller}: the `kernel` does not sample the density of the `target` path: at "
+            f"beta={beta}, its state reports log densities {np.round(reported, 4).tolist()} at "
+            f"{num_draws} base draws where f_beta is {np.round(expected, 4).tolist()} (not "
+            "equal up to a constant). A kernel factory must build its sampler from the log density it is called with (e.g. "
+            "`lambda f: blackjax.mala(f, 0.1)`, not a sampler of a fixed density); an "
+            "AnnealingPath's `kernel(beta)` must leave exp(logdensity_fn(beta, x)) invariant."
+        )

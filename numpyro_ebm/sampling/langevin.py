@@ -9,14 +9,24 @@ With the energy convention :math:`\nabla_x \log p = -\nabla_x E`. There is no ac
 so the chain is biased for finite :math:`\eta` (for a 1-D Gaussian with variance :math:`s^2` and
 :math:`\sigma=\sqrt{2\eta}` the stationary variance is :math:`s^2 / (1 - \eta / (2 s^2))`).
 
-**Relation to BlackJAX's MALA.** ``blackjax.mala(logdensity_fn, step_size)`` proposes exactly this
-move with :math:`\eta` = ``step_size`` and :math:`\sigma=\sqrt{2\,\text{step\_size}}`, then applies a
-Metropolis-Hastings correction; so ``ula(f, step_size=h)`` is ``blackjax.mala(f, step_size=h)``
-without the correction, and the two step sizes are directly comparable.
+The move is BlackJAX's Euler step of the overdamped Langevin diffusion,
+``blackjax.mcmc.diffusions.overdamped_langevin``, the same step that ``blackjax.mala`` proposes:
+``ula(f, step_size=h)`` is ``blackjax.mala(f, step_size=h)`` without the Metropolis-Hastings
+correction, and the two step sizes are directly comparable.
 
 Many EBM papers decouple the gradient step from the noise (e.g. :math:`\eta=10`,
-:math:`\sigma=0.005` on images): pass ``noise_scale`` to set :math:`\sigma` directly; the chain
-then targets a tempered density and is a heuristic sampler, not a consistent one.
+:math:`\sigma=0.005` on images): pass ``noise_scale`` to set :math:`\sigma` directly. The move is
+then the same Euler step with step size :math:`\sigma^2/2` on the tempered density
+:math:`p^{2\eta/\sigma^2}`,
+
+.. math::
+
+    x + \tfrac{\sigma^2}{2}\,\tfrac{2\eta}{\sigma^2}\,\nabla_x \log p(x)
+      + \sqrt{2\cdot\tfrac{\sigma^2}{2}}\,\varepsilon = x + \eta\,\nabla_x \log p(x)
+      + \sigma\,\varepsilon,
+
+so it is run by ``overdamped_langevin`` too; the chain then targets that tempered density and is a
+heuristic sampler of :math:`p`, not a consistent one.
 """
 
 from __future__ import annotations
@@ -26,12 +36,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
-from blackjax.util import generate_gaussian_noise
+from blackjax.mcmc.diffusions import DiffusionState, overdamped_langevin
 
 from numpyro_ebm._validation import check_positive
 
-__all__ = ["ULAState", "ULAInfo", "init", "build_kernel", "ula"]
+__all__ = ["ULAInfo", "ULAState", "as_top_level_api", "build_kernel", "init", "ula"]
 
 
 class ULAState(NamedTuple):
@@ -60,25 +71,30 @@ def init(position, logdensity_fn: Callable) -> ULAState:
 
 
 def build_kernel() -> Callable:
-    """Build the ULA kernel ``kernel(rng_key, state, logdensity_fn, step_size, noise_scale=None)``."""
+    """Build the ULA kernel ``kernel(rng_key, state, logdensity_fn, step_size, noise_scale=None)``.
+
+    One step of ``blackjax.mcmc.diffusions.overdamped_langevin``; with ``noise_scale`` the step
+    size is ``noise_scale**2 / 2`` and the gradient that drives the move is scaled by
+    ``2 * step_size / noise_scale**2`` (the returned state holds the unscaled log density and
+    gradient).
+    """
 
     def kernel(rng_key, state: ULAState, logdensity_fn, step_size, noise_scale=None):
-        noise = generate_gaussian_noise(rng_key, state.position)
-        scale = jnp.sqrt(2.0 * step_size) if noise_scale is None else noise_scale
-        position = jax.tree.map(
-            lambda x, g, n: x + step_size * g + scale * n,
-            state.position,
-            state.logdensity_grad,
-            noise,
-        )
-        new_state = init(position, logdensity_fn)
+        diffusion = overdamped_langevin(jax.value_and_grad(logdensity_fn))
+        if noise_scale is None:
+            new = diffusion(rng_key, DiffusionState(*state), step_size)
+        else:
+            tempering = 2.0 * step_size / noise_scale**2
+            drift = jax.tree.map(lambda g: tempering * g, state.logdensity_grad)
+            tempered = DiffusionState(state.position, state.logdensity, drift)
+            new = diffusion(rng_key, tempered, 0.5 * noise_scale**2)
         one = jnp.ones((), dtype=jnp.result_type(float))
-        return new_state, ULAInfo(one, jnp.ones((), dtype=bool))
+        return ULAState(*new), ULAInfo(one, jnp.ones((), dtype=bool))
 
     return kernel
 
 
-def _ula(logdensity_fn: Callable, step_size, noise_scale=None) -> SamplingAlgorithm:
+def as_top_level_api(logdensity_fn: Callable, step_size, noise_scale=None) -> SamplingAlgorithm:
     r"""Unadjusted Langevin as a ``blackjax.SamplingAlgorithm``.
 
     :param logdensity_fn: :math:`\log p(x)` up to a constant, i.e. :math:`-E(x)`, for one position.
@@ -110,16 +126,4 @@ def _ula(logdensity_fn: Callable, step_size, noise_scale=None) -> SamplingAlgori
     return SamplingAlgorithm(init_fn, step_fn)
 
 
-class _ULAAPI:
-    """``ula(logdensity_fn, step_size, noise_scale=None)``, with ``ula.init`` and
-    ``ula.build_kernel`` attached, like BlackJAX's algorithms."""
-
-    init = staticmethod(init)
-    build_kernel = staticmethod(build_kernel)
-    __doc__ = _ula.__doc__
-
-    def __call__(self, logdensity_fn, step_size, noise_scale=None) -> SamplingAlgorithm:
-        return _ula(logdensity_fn, step_size, noise_scale)
-
-
-ula = _ULAAPI()
+ula = GenerateSamplingAPI(as_top_level_api, init, build_kernel)

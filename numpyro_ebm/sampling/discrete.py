@@ -1,0 +1,111 @@
+r"""Shared pieces of the discrete samplers and of the discrete evaluators.
+
+* :func:`check_values`: the states one discrete unit can take (``values=(0, 1)``, ``(-1, 1)``,
+  or ``num_categories=K`` for ``0, ..., K-1``), checked once for every caller (:func:`gibbs
+  <numpyro_ebm.sampling.gibbs.gibbs>`, :func:`gibbs_with_gradients
+  <numpyro_ebm.sampling.gibbs_with_gradients.gibbs_with_gradients>`,
+  :func:`~numpyro_ebm.evaluation.partition.logz_exact`,
+  :func:`~numpyro_ebm.evaluation.likelihood.pseudo_log_likelihood`).
+* :func:`check_array_position`, :func:`check_in_values`: a chain's position is one array whose
+  entries are allowed values.
+* :func:`flip_rate`: the fraction of entries a transition changed, what the Gibbs kernels report.
+* :class:`GibbsInfo`: the info of a Gibbs transition (single-site or block).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from numpyro_ebm._validation import check_int, is_concrete
+
+__all__ = ["GibbsInfo", "check_array_position", "check_in_values", "check_values", "flip_rate"]
+
+
+class GibbsInfo(NamedTuple):
+    """Information on one Gibbs step (single-site or block).
+
+    :ivar acceptance_rate: the flip rate again (Gibbs draws are always accepted; what is worth
+        monitoring is how often a value changes), so :func:`~numpyro_ebm.sample_chains` reports it.
+    :ivar flip_rate: fraction of the site updates in the step that changed the site's value.
+    """
+
+    acceptance_rate: jax.Array
+    flip_rate: jax.Array
+
+
+def check_values(caller: str, values, num_categories=None) -> np.ndarray:
+    """The allowed states of one unit as a 1-D NumPy array (dtype of ``values``).
+
+    :param str caller: the public function's name, used in the error messages.
+    :param values: at least two distinct finite numbers, e.g. ``(0, 1)`` or ``(-1, 1)``; ``None``
+        means ``(0, 1)`` unless ``num_categories`` is given.
+    :param int num_categories: alternatively ``K >= 2``, for the values ``0, ..., K-1``.
+    :raises ValueError: both given, fewer than two values, repeated or non-finite values.
+    :raises TypeError: ``values`` is not a sequence of numbers.
+    """
+    if values is not None and num_categories is not None:
+        raise ValueError(
+            f"{caller}: pass either `values` (the allowed values, e.g. (0, 1) or (-1, 1)) or "
+            f"`num_categories` (values 0..K-1), not both; got values={values!r}, "
+            f"num_categories={num_categories!r}."
+        )
+    if num_categories is not None:
+        return np.arange(check_int("num_categories", num_categories, 2))
+    if values is None:
+        values = (0, 1)
+    try:
+        arr = np.asarray(values)
+    except Exception as err:  # noqa: BLE001 - re-raised naming the argument
+        raise TypeError(
+            f"{caller}: `values` must be a sequence of numbers, got {values!r}."
+        ) from err
+    if (
+        arr.ndim != 1
+        or arr.size < 2
+        or not np.issubdtype(arr.dtype, np.number)
+        or not np.all(np.isfinite(arr))
+    ):
+        raise ValueError(
+            f"{caller}: `values` must be a 1-D sequence of at least two finite numbers, the "
+            f"states of one unit (e.g. (0, 1) or (-1, 1)); got {values!r}."
+        )
+    if np.unique(arr).size != arr.size:
+        raise ValueError(f"{caller}: `values` must be distinct; got {values!r}.")
+    return arr
+
+
+def check_array_position(caller: str, position) -> jax.Array:
+    """``position`` as one array (a discrete configuration), else a ``TypeError``."""
+    if not isinstance(position, (jax.Array, np.ndarray)) and not jnp.isscalar(position):
+        raise TypeError(
+            f"{caller}: the position must be a single array (the discrete configuration), got "
+            f"{type(position).__name__}; wrap several arrays into one or use `block_gibbs`."
+        )
+    return jnp.asarray(position)
+
+
+def check_in_values(caller: str, position, values: np.ndarray) -> None:
+    """Raise a ``ValueError`` when a concrete ``position`` holds entries outside ``values``."""
+    if not is_concrete(position):
+        return
+    arr = np.asarray(position)
+    ok = np.isin(arr, values)
+    if not ok.all():
+        bad = arr[~ok].ravel()[:3]
+        raise ValueError(
+            f"{caller}: the position holds values outside the allowed values {values.tolist()} "
+            f"(e.g. {bad.tolist()}); start the chains at valid configurations."
+        )
+
+
+def flip_rate(old, new) -> jax.Array:
+    """Fraction of the entries of the pytrees ``old`` and ``new`` (same structure) that differ."""
+    leaves_old, leaves_new = jax.tree.leaves(old), jax.tree.leaves(new)
+    changed = sum(jnp.sum(a != b) for a, b in zip(leaves_old, leaves_new))
+    total = sum(math.prod(jnp.shape(a)) for a in leaves_old)
+    return jnp.asarray(changed, jnp.result_type(float)) / max(total, 1)
