@@ -4,7 +4,7 @@
   and the reported standard error consistent with the spread over independent runs;
 * 2-D non-Gaussian energies (a multimodal mixture, a banana, and in the slow set a trained MLP
   EBM) within 0.05 nats of grid quadrature;
-* :func:`numpyro_ebm.evaluation.likelihood.log_likelihood` (test log-likelihood of a trained EBM site with
+* :func:`numpyro_ebm.heldout_log_likelihood` (test log-likelihood of a trained EBM site with
   log Z as a number, by quadrature, by enumeration or from AIS with its error bar) against
   closed-form Gaussian and Ising log-likelihoods.
 """
