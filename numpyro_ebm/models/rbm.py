@@ -1,3 +1,6 @@
+# Over ~400 lines on purpose: RBMBase and its two visible layers (RBM, GaussianBernoulliRBM) are one
+# design, a skeleton (sampler, annealing path, enumeration, NumPyro model) and the few hooks each
+# layer fills in; split apart, each hook would sit away from the only code that calls it.
 r"""Restricted Boltzmann machines: Bernoulli-Bernoulli (:class:`RBM`) and Gaussian-Bernoulli
 (:class:`GaussianBernoulliRBM`), on one base (:class:`RBMBase`).
 
