@@ -55,7 +55,7 @@ def load_train():
 def trained_rbm(Xtr):
     rbm = RBM(64, 16)
     svi = SVI(rbm.model, no_guide, optax.sgd(0.2),
-              loss=ContrastiveDivergence(rbm.kernel(), num_steps=1))
+              loss=ContrastiveDivergence(None, num_steps=1))
     result = svi.run(jax.random.key(0), 1000, jnp.asarray(Xtr), subsample_size=20,
                      progress_bar=False)
     return rbm.get_params(result.params)
@@ -107,7 +107,8 @@ def main(argv=None):
 
         for K in temps:
             measure("RBM.logz_ais (S&M path, block Gibbs)", K,
-                    lambda key, K=K: rbm.logz_ais(key, params, K, args.chains, data=data))
+                    lambda key, K=K: rbm.logz_ais(key, params, data=data, num_temperatures=K,
+                                                  num_chains=args.chains, schedule="linear"))
         base = dist.Bernoulli(probs=0.5 * jnp.ones(64)).to_event(1)
         for K in generic_temps:
             measure("logz_ais (generic, single-site Gibbs)", K,

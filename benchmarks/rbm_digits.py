@@ -84,9 +84,9 @@ def train_ours(Xtr, H, loss: str, optim, steps, batch_size, num_chains=None, see
     rbm = RBM(Xtr.shape[1], H)
     data = jnp.asarray(Xtr)
     if loss == "cd":
-        est, guide = ContrastiveDivergence(rbm.kernel(), num_steps=1), no_guide
+        est, guide = ContrastiveDivergence(None, num_steps=1), no_guide
     else:
-        est = PersistentContrastiveDivergence(rbm.kernel(), num_steps=1, num_chains=num_chains,
+        est = PersistentContrastiveDivergence(None, num_steps=1, num_chains=num_chains,
                                               reinit_prob=0.0, init_dist=bernoulli_base(64))
         guide = est.guide
     svi = SVI(rbm.model, guide, optim, loss=est)
@@ -205,8 +205,9 @@ def main(argv=None):
 
     def record_ais(name, trained):
         params, first, second = trained
-        ais = rbm64.logz_ais(jax.random.key(0), params, args.ais_temperatures, args.ais_chains,
-                             data=Xtr)
+        ais = rbm64.logz_ais(jax.random.key(0), params, data=Xtr,
+                             num_temperatures=args.ais_temperatures, num_chains=args.ais_chains,
+                             schedule="linear")
         record(name, H, params, first, second, ais.log_Z, float(ais.stderr))
 
     record_ais("scikit-learn BernoulliRBM (PCD, matched)", train_sklearn(Xtr, H, lr, args.epochs,

@@ -24,9 +24,8 @@ from numpyro.infer import SVI  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-from numpyro_ebm.estimators import no_guide  # noqa: E402
-from numpyro_ebm.estimators.contrastive import ContrastiveDivergence  # noqa: E402
-from numpyro_ebm.models.rbm import RBM  # noqa: E402
+from numpyro_ebm import ContrastiveDivergence, no_guide  # noqa: E402
+from numpyro_ebm.models import RBM  # noqa: E402
 
 
 def grid(images, rows, cols, title, path):
@@ -45,8 +44,10 @@ def grid(images, rows, cols, title, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--num-updates", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--num-steps", type=int, default=1000,
+                        help="block Gibbs sweeps of the sampling chains")
     parser.add_argument("--out-prefix", default="rbm_digits")
     args = parser.parse_args()
 
@@ -55,10 +56,11 @@ def main():
     Xtr, Xte = train_test_split(X, test_size=0.2, random_state=0)
     data, test = jnp.asarray(Xtr), jnp.asarray(Xte)
 
-    # The model: an Unnormalized site over v with the RBM's free energy; CD-1 with block Gibbs.
+    # The model: an Unnormalized site over v with the RBM's free energy; CD-1 with the site's own
+    # sampler (kernel=None: the RBM's block Gibbs kernel under the current parameters).
     rbm = RBM(64, args.hidden)
     svi = SVI(rbm.model, no_guide, optax.sgd(0.2),
-              loss=ContrastiveDivergence(rbm.kernel(), num_steps=1))
+              loss=ContrastiveDivergence(None, num_steps=1))
     state = svi.init(jax.random.key(0), data, subsample_size=20)
 
     @jax.jit
@@ -71,19 +73,19 @@ def main():
         return rbm.log_likelihood(params, test).mean()
 
     t0 = time.perf_counter()
-    steps, curve = [0], [float(test_ll(rbm.get_params(svi.get_params(state))))]
-    for _ in range(args.steps // args.eval_every):
+    updates, curve = [0], [float(test_ll(rbm.get_params(svi.get_params(state))))]
+    for _ in range(args.num_updates // args.eval_every):
         state = train_chunk(state)
-        steps.append(steps[-1] + args.eval_every)
+        updates.append(updates[-1] + args.eval_every)
         curve.append(float(test_ll(rbm.get_params(svi.get_params(state)))))
     params = rbm.get_params(svi.get_params(state))
-    print(f"RBM H={args.hidden}, CD-1, {args.steps} updates of 20 images: exact test "
+    print(f"RBM H={args.hidden}, CD-1, {args.num_updates} updates of 20 images: exact test "
           f"log-likelihood {curve[-1]:.3f} nats/image ({time.perf_counter() - t0:.1f} s)")
 
-    # Samples: 64 chains from random images, 1000 block Gibbs sweeps; show p(v | h) of the last h.
-    res = rbm.sample(jax.random.key(1), params, num_chains=64, num_steps=1000)
+    # Samples: 64 chains, block Gibbs sweeps; show p(v | h) of the last h.
+    res = rbm.sample(jax.random.key(1), params, num_chains=64, num_steps=args.num_steps)
     probs = rbm.visible_probabilities(params, res.state.hidden)
-    grid(probs, 8, 8, "RBM samples: p(v | h) after 1000 Gibbs sweeps",
+    grid(probs, 8, 8, f"RBM samples: p(v | h) after {args.num_steps} Gibbs sweeps",
          f"{args.out_prefix}_samples.png")
     W = np.asarray(params["W"]).T
     cols = min(8, args.hidden)
@@ -91,7 +93,7 @@ def main():
          f"{args.out_prefix}_filters.png")
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(steps, curve, marker=".")
+    ax.plot(updates, curve, marker=".")
     ax.axhline(-20.5, color="gray", ls="--", lw=0.8, label="-20.5 nats")
     ax.set_xlabel("SVI updates (CD-1, batch 20)")
     ax.set_ylabel("exact test log-likelihood (nats/image)")

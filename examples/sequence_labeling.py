@@ -17,37 +17,29 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpyro  # noqa: E402
 import optax  # noqa: E402
 from numpyro.infer import SVI, Trace_ELBO  # noqa: E402
 
 from numpyro_ebm import no_guide  # noqa: E402
 from numpyro_ebm.datasets.sequences import hmm_bayes_decode, random_hmm, sample_hmm  # noqa: E402
-from numpyro_ebm.models.crf import LinearChainCRF  # noqa: E402
+from numpyro_ebm.models import LinearChainCRFModel  # noqa: E402
 
 
-def crf_model(symbols, tags=None, num_tags=4, num_symbols=12):
-    emission = numpyro.param("U", jnp.zeros((num_symbols, num_tags)))
-    transitions = numpyro.param("A", jnp.zeros((num_tags, num_tags)))
-    start = numpyro.param("s", jnp.zeros(num_tags))
-    with numpyro.plate("sequences", symbols.shape[0], subsample_size=min(256, symbols.shape[0])):
-        x = numpyro.subsample(symbols, event_dim=1)
-        y = None if tags is None else numpyro.subsample(tags, event_dim=1)
-        numpyro.sample("tags", LinearChainCRF(emission[x], transitions, start), obs=y)
-
-
-def run(seed=0, num_train=2000, num_test=1000, length=30, steps=1500, verbose=True):
+def run(seed=0, num_train=2000, num_test=1000, length=30, num_updates=1500, verbose=True):
     key_hmm, key_train, key_test, key_svi = jax.random.split(jax.random.key(seed), 4)
     hmm = random_hmm(key_hmm)
     y_train, x_train = sample_hmm(key_train, hmm, num_train, length)
     y_test, x_test = sample_hmm(key_test, hmm, num_test, length)
 
-    svi = SVI(crf_model, no_guide, optax.adam(0.05), Trace_ELBO())
+    # U[x_t, y_t] (emission), A (transitions), s (start): params {"emission", "transitions", "start"}
+    crf = LinearChainCRFModel(num_tags=4, num_symbols=12)
+    svi = SVI(crf.model, no_guide, optax.adam(0.05), Trace_ELBO())
     t0 = time.perf_counter()
-    result = svi.run(key_svi, steps, x_train, y_train, progress_bar=verbose)
+    result = svi.run(key_svi, num_updates, x_train, y_train,
+                     subsample_size=min(256, num_train), progress_bar=verbose)
     seconds = time.perf_counter() - t0
-    p = result.params
-    decoded = LinearChainCRF(p["U"][x_test], p["A"], p["s"]).viterbi()
+    params = crf.get_params(result.params)
+    decoded = crf.viterbi(params, x_test)
     crf_acc = float((decoded == y_test).mean())
     bayes_acc = float((hmm_bayes_decode(hmm, x_test) == y_test).mean())
     majority = float(jnp.max(jnp.bincount(y_test.ravel(), length=4)) / y_test.size)
@@ -62,10 +54,10 @@ def run(seed=0, num_train=2000, num_test=1000, length=30, steps=1500, verbose=Tr
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--num-updates", type=int, default=1500)
     parser.add_argument("--out", default="sequence_labeling.png")
     args = parser.parse_args()
-    r = run(seed=args.seed, steps=args.steps)
+    r = run(seed=args.seed, num_updates=args.num_updates)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     axes[0].plot(r["losses"])
     axes[0].set(title="negative log-likelihood (SVI)", xlabel="step", yscale="log")

@@ -75,12 +75,14 @@ def test_rbm_ais_v20_h16_within_error_bars():
     params = {"W": 0.7 * jax.random.normal(k1, (20, 16)), "a": 0.3 * jax.random.normal(k2, (20,)),
               "b": 0.3 * jax.random.normal(k3, (16,))}
     exact = rbm.log_partition(params)
-    res = rbm.logz_ais(jax.random.key(5), params, num_temperatures=1000, num_chains=200)
+    res = rbm.logz_ais(jax.random.key(5), params, num_temperatures=1000, num_chains=200,
+                       schedule="linear")
     check_within(res, exact)
     assert float(res.stderr) < 0.1
     # a base from "data" (here: samples of the model) gives a valid estimate too
     data = rbm.sample(jax.random.key(6), params, 500, 50).positions
-    res_data = rbm.logz_ais(jax.random.key(7), params, 1000, 200, data=data)
+    res_data = rbm.logz_ais(jax.random.key(7), params, num_temperatures=1000, num_chains=200,
+                            schedule="linear", data=data)
     check_within(res_data, exact)
 
 

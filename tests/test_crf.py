@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from jax.scipy.special import logsumexp
 
-from numpyro_ebm.models.crf import LinearChainCRF, crf_energy
+from numpyro_ebm.models.crf import (
+    LinearChainCRF,
+    LinearChainCRFModel,
+    crf_energy,
+    crf_log_partition,
+    viterbi,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +78,47 @@ def test_bad_shapes_are_errors():
         LinearChainCRF(jnp.zeros(3), jnp.zeros((3, 3)))
 
 
+def test_model_class_on_the_protocol():
+    """LinearChainCRFModel: energy / log Z / distribution agree with the functions; its SVI model
+    under Trace_ELBO with an empty guide is the exact negative log-likelihood."""
+    import numpyro
+    from numpyro.infer import Trace_ELBO
+
+    from numpyro_ebm import no_guide
+
+    crf = LinearChainCRFModel(num_tags=3, num_symbols=4)
+    params = crf.init_params()
+    assert set(params) == {"transitions", "start", "emission"}
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(5), 4)
+    params = {"transitions": jax.random.normal(k1, (3, 3)), "start": jax.random.normal(k2, (3,)),
+              "emission": jax.random.normal(k3, (4, 3))}
+    symbols = jax.random.randint(k4, (6, 5), 0, 4)
+    unary = params["emission"][symbols]
+    tags = viterbi(unary, params["transitions"], params["start"])
+    np.testing.assert_allclose(crf.energy(params, tags, symbols),
+                               crf_energy(tags, unary, params["transitions"], params["start"]))
+    np.testing.assert_allclose(crf.log_partition(params, symbols),
+                               crf_log_partition(unary, params["transitions"], params["start"]))
+    np.testing.assert_array_equal(crf.viterbi(params, symbols), tags)
+    assert isinstance(crf.distribution(params, symbols), LinearChainCRF)
+    nll = -crf.log_likelihood(params, tags, symbols).sum()
+    svi_params = {f"crf_{k}": v for k, v in params.items()}
+    loss = jax.jit(lambda p: Trace_ELBO().loss(jax.random.key(0), p, crf.model, no_guide, symbols,
+                                               tags))(svi_params)
+    np.testing.assert_allclose(loss, nll, rtol=1e-5)
+    assert crf.get_params(svi_params).keys() == params.keys()
+    # unary scores as inputs (no emission table)
+    plain = LinearChainCRFModel(num_tags=3)
+    p2 = {"transitions": params["transitions"], "start": params["start"]}
+    np.testing.assert_allclose(plain.log_partition(p2, unary), crf.log_partition(params, symbols),
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match=r"\(\.\.\., T, 3\)"):
+        plain.energy(p2, tags, jnp.zeros((6, 5, 2)))
+    with numpyro.handlers.seed(rng_seed=0):
+        with pytest.raises(ValueError, match="inputs"):
+            crf.model()
+
+
 @pytest.mark.slow  # long statistical test: `pytest -m slow`
 def test_crf_trained_by_exact_likelihood_reaches_bayes_accuracy():
     import importlib.util
@@ -81,7 +128,7 @@ def test_crf_trained_by_exact_likelihood_reaches_bayes_accuracy():
     spec = importlib.util.spec_from_file_location("sequence_labeling", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    r = mod.run(seed=0, num_train=1000, num_test=500, length=20, steps=600, verbose=False)
+    r = mod.run(seed=0, num_train=1000, num_test=500, length=20, num_updates=600, verbose=False)
     # 10k test tokens: MC standard error of an accuracy ~0.005; the CRF has the HMM's
     # sufficient parametrization, so it should come within ~2 points of the Bayes decoder.
     assert r["crf"] > r["bayes"] - 0.02

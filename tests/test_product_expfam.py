@@ -1,5 +1,5 @@
 """Products of experts (closed-form product of Gaussians, mixed experts) and exponential families
-(moment matching = CD, on a Gaussian and an Ising model)."""
+(moment matching = CD, on a Gaussian and an Ising model, trained through SVI)."""
 
 import itertools
 from functools import partial
@@ -14,7 +14,7 @@ import optax
 import pytest
 from numpyro.infer import SVI
 
-from numpyro_ebm import sample_chains
+from numpyro_ebm import PersistentContrastiveDivergence, sample_chains
 from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.contrastive import ContrastiveDivergence, contrastive_divergence_loss
 from numpyro_ebm.evaluation.partition import logz_quadrature
@@ -33,7 +33,7 @@ def gaussian_experts():
 
 
 def test_product_of_gaussians_closed_form():
-    poe = ProductOfExperts(*gaussian_experts())
+    poe = ProductOfExperts(*gaussian_experts(), event_shape=(2,))
     mean, cov, log_Z = gaussian_product(MEANS, COVS)
     # precision adds, precision-weighted mean
     prec = sum(jnp.linalg.inv(c) for c in COVS)
@@ -43,13 +43,14 @@ def test_product_of_gaussians_closed_form():
     # the energy is the closed-form Gaussian's up to the constant log Z
     x = 2.0 * jax.random.normal(jax.random.key(0), (50, 2))
     closed = -dist.MultivariateNormal(mean, cov).log_prob(x)
-    np.testing.assert_allclose(poe.energy(x) - closed, jnp.full(50, -log_Z), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(poe.energy({}, x) - closed, jnp.full(50, -log_Z), rtol=1e-4,
+                               atol=1e-4)
     # log Z by quadrature
-    lz = logz_quadrature(poe.energy, jnp.array([-8.0, -8.0]), jnp.array([8.0, 8.0]), 200)
+    lz = logz_quadrature(poe, jnp.array([-8.0, -8.0]), jnp.array([8.0, 8.0]), 200)
     np.testing.assert_allclose(lz, log_Z, atol=1e-3)
     # MALA samples of the product: mean within 4 standard errors of the closed form
     n = 1000
-    res = sample_chains(jax.random.key(1), poe.distribution((2,)),
+    res = sample_chains(jax.random.key(1), poe.distribution({}),
                         partial(blackjax.mala, step_size=0.1), jnp.zeros((n, 2)), 150)
     se = jnp.sqrt(jnp.diag(cov) / n)
     np.testing.assert_array_less(jnp.abs(res.positions.mean(0) - mean), 4 * se)
@@ -66,19 +67,23 @@ def test_mixed_experts_and_errors():
     fn = lambda x: 0.5 * jnp.sum(x**2, -1)
     normal = dist.Normal(1.0, 2.0).expand([2]).to_event(1)
     fam = ExponentialFamily(lambda x: x, theta=jnp.array([0.3, -0.2]), event_shape=(2,))
+    fam_params = fam.init_params()
     module = Quadratic()
     variables = module.init(jax.random.key(0), jnp.ones((1, 2)))
     net = partial(module.apply, variables)
-    poe = ProductOfExperts(fn, normal, fam, net)
+    poe = ProductOfExperts(fn, normal, fam.distribution(fam_params), net)
     assert len(poe) == 4
     x = jax.random.normal(jax.random.key(1), (7, 2))
-    expected = fn(x) - normal.log_prob(x) + fam.energy(x) + net(x)[..., 0]
+    expected = fn(x) - normal.log_prob(x) + fam.energy(fam_params, x) + net(x)[..., 0]
     np.testing.assert_allclose(poe(x), expected, rtol=1e-5)
-    np.testing.assert_allclose(poe.log_density(x), -expected, rtol=1e-5)
+    np.testing.assert_allclose(poe.energy({}, x), expected, rtol=1e-5)
+    np.testing.assert_allclose(poe.logdensity({}, x), -expected, rtol=1e-5)
     # nested products flatten by energy
     np.testing.assert_allclose(ProductOfExperts(poe, fn)(x), expected + fn(x), rtol=1e-5)
     with pytest.raises(TypeError, match="unbound"):
         ProductOfExperts(module)
+    with pytest.raises(TypeError, match=r"distribution\(params\)"):
+        ProductOfExperts(fam)  # a model takes its parameters explicitly
     with pytest.raises(TypeError, match="expert"):
         ProductOfExperts(3.0)
     with pytest.raises(ValueError, match="at least one"):
@@ -95,8 +100,9 @@ def test_cd_gradient_is_moment_matching():
     samples = 2.0 + jax.random.normal(jax.random.key(1), (80,))
 
     def cd(theta):
-        return contrastive_divergence_loss(fam.energy(data, theta),
-                                           fam.energy(jax.lax.stop_gradient(samples), theta))
+        return contrastive_divergence_loss(
+            fam.energy({"theta": theta}, data),
+            fam.energy({"theta": theta}, jax.lax.stop_gradient(samples)))
 
     np.testing.assert_allclose(jax.grad(cd)(fam.theta), -fam.log_likelihood_gradient(data, samples),
                                rtol=1e-5)
@@ -113,17 +119,20 @@ def test_gaussian_moment_matching_and_cd_recover_ml():
     fam = ExponentialFamily(gaussian_statistics, theta=jnp.array([0.0, -0.5]))
     kernel = partial(blackjax.mala, step_size=0.1)
     schedule = optax.cosine_decay_schedule(0.3, 600, 0.02)
-    mm = fam.fit(jax.random.key(1), data, kernel, num_steps=600, learning_rate=schedule,
-                 num_chains=1000, mcmc_steps=5)
+    # persistent moment matching = PCD with SGD through SVI: theta += eta (T_data - T_chains)
+    pcd = PersistentContrastiveDivergence(kernel, num_steps=5, num_chains=1000, reinit_prob=0.0)
+    svi = SVI(fam.model, pcd.make_guide(fam.model), optax.sgd(schedule), loss=pcd)
+    mm = svi.run(jax.random.key(1), 600, data, progress_bar=False)
+    theta = fam.get_params(mm.params)["theta"]
     # Monte Carlo error of theta: the ML estimator's own spread is sqrt(I^-1 / n) per chain draw
     # at the last (small) step; tolerance 0.08 on each natural parameter (theta_ml ~ (3.1, -1.0))
-    np.testing.assert_allclose(mm.theta, theta_ml, atol=0.08, rtol=0.04)
+    np.testing.assert_allclose(theta, theta_ml, atol=0.08, rtol=0.04)
     # CD through SVI on the same family: the same fixed point
     cd = ContrastiveDivergence(kernel, num_steps=5)
     svi = SVI(fam.model, no_guide, optax.adam(optax.cosine_decay_schedule(0.05, 1500, 0.02)),
               loss=cd)
     res = svi.run(jax.random.key(2), 1500, data, subsample_size=500, progress_bar=False)
-    np.testing.assert_allclose(res.params["expfam_theta"], theta_ml, atol=0.1, rtol=0.05)
+    np.testing.assert_allclose(fam.get_params(res.params)["theta"], theta_ml, atol=0.1, rtol=0.05)
 
 
 def ising_statistics(s):
@@ -155,14 +164,21 @@ def test_ising_moment_matching_recovers_coupling(ising_exact):
     se = jnp.sqrt(jnp.diag(jnp.linalg.inv(fisher)) / n)
     # the CD surrogate on the Ising family has the moment-matching gradient there too
     samples = ising_exact[jax.random.categorical(jax.random.key(1), logits, shape=(500,))]
-    g = jax.grad(lambda th: contrastive_divergence_loss(fam.energy(data, th),
-                                                        fam.energy(samples, th)))(theta_true)
+    g = jax.grad(lambda th: contrastive_divergence_loss(fam.energy({"theta": th}, data),
+                                                        fam.energy({"theta": th}, samples)))(
+        theta_true)
     np.testing.assert_allclose(g, -fam.log_likelihood_gradient(data, samples), rtol=1e-4,
                                atol=1e-3)
-    mm = fam.fit(jax.random.key(2), data, partial(gibbs, values=(-1.0, 1.0)), num_steps=300,
-                 learning_rate=optax.cosine_decay_schedule(0.02, 300, 0.05), num_chains=500,
-                 mcmc_steps=1)
+    # persistent chains started at random data rows, one Gibbs sweep per SGD update, via SVI
+    data_rows = dist.MixtureSameFamily(dist.Categorical(logits=jnp.zeros(n)),
+                                       dist.Delta(data, event_dim=2))
+    pcd = PersistentContrastiveDivergence(partial(gibbs, values=(-1.0, 1.0)), num_steps=1,
+                                          num_chains=500, reinit_prob=0.0, init_dist=data_rows)
+    svi = SVI(fam.model, pcd.guide, optax.sgd(optax.cosine_decay_schedule(0.02, 300, 0.05)),
+              loss=pcd)
+    mm = svi.run(jax.random.key(2), 300, data, progress_bar=False)
+    theta = fam.get_params(mm.params)["theta"]
     # data noise (se) plus the chains' Monte Carlo noise at the end (~ se as well): 5 se
-    err = np.abs(np.asarray(mm.theta - theta_true))
-    assert np.all(err < 5 * np.asarray(se) + 0.01), (mm.theta, theta_true, se)
-    assert mm.trace.shape == (300, 2)
+    err = np.abs(np.asarray(theta - theta_true))
+    assert np.all(err < 5 * np.asarray(se) + 0.01), (theta, theta_true, se)
+    assert mm.losses.shape == (300,)

@@ -2,13 +2,14 @@
 
 from numpyro_ebm.models.crf import (
     LinearChainCRF,
+    LinearChainCRFModel,
     crf_energy,
     crf_log_partition,
     crf_marginals,
     viterbi,
 )
-from numpyro_ebm.models.dbm import DBM, DBMFitResult, DBMState
-from numpyro_ebm.models.expfam import ExponentialFamily, MomentMatchingResult, gaussian_statistics
+from numpyro_ebm.models.dbm import DBM, DBMState
+from numpyro_ebm.models.expfam import ExponentialFamily, gaussian_statistics
 from numpyro_ebm.models.ising import (
     Ising,
     binary_test_image,
@@ -28,6 +29,7 @@ from numpyro_ebm.models.product import ProductOfExperts, as_energy, gaussian_pro
 from numpyro_ebm.models.rbm import (
     RBM,
     GaussianBernoulliRBM,
+    RBMBase,
     RBMGibbsInfo,
     RBMGibbsState,
     bernoulli_base,
@@ -35,14 +37,14 @@ from numpyro_ebm.models.rbm import (
 
 __all__ = [
     "DBM",
-    "DBMFitResult",
     "DBMState",
     "ExponentialFamily",
     "GaussianBernoulliRBM",
     "LinearChainCRF",
-    "MomentMatchingResult",
+    "LinearChainCRFModel",
     "ProductOfExperts",
     "RBM",
+    "RBMBase",
     "RBMGibbsInfo",
     "RBMGibbsState",
     "as_energy",

@@ -12,6 +12,11 @@ marginals are ``∂ log Z / ∂ U`` (forward-backward by automatic differentiati
 
 A hidden Markov model is the special case ``U_t(k) = log p(x_t | k)``, ``A = log`` transition
 matrix, ``s = log`` initial distribution: the same code computes its Bayes-optimal decoding.
+
+Two forms: :class:`LinearChainCRF` is the normalized NumPyro distribution of ``y`` given the
+unary scores; :class:`LinearChainCRFModel` is the model on the library's protocol (parameters
+``{"transitions", "start"}``, plus an ``"emission"`` table for symbol inputs), whose
+:meth:`~LinearChainCRFModel.model` trains by exact maximum likelihood with ``Trace_ELBO``.
 """
 
 from __future__ import annotations
@@ -20,11 +25,22 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpyro
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import Distribution
 
-__all__ = ["LinearChainCRF", "crf_log_partition", "crf_energy", "viterbi", "crf_marginals"]
+from numpyro_ebm._validation import check_int
+from numpyro_ebm.models.base import EnergyModel
+
+__all__ = [
+    "LinearChainCRF",
+    "LinearChainCRFModel",
+    "crf_log_partition",
+    "crf_energy",
+    "viterbi",
+    "crf_marginals",
+]
 
 
 def crf_energy(tags, unary, transitions, start=None):
@@ -172,3 +188,119 @@ def _ffbs(key, unary, transitions, start):
 
     first, tags = jax.lax.scan(backward, last, (alphas, keys[:-1]), reverse=True)
     return jnp.concatenate([first[None], tags])
+
+
+class LinearChainCRFModel(EnergyModel):
+    r"""A linear-chain CRF on the model protocol: a conditional EBM :math:`E(y \mid x)` over tag
+    sequences ``y`` ``(T,)`` with exact :math:`\log Z(x)` (forward algorithm) and exact sampling.
+
+    Parameters: ``{"transitions": (K, K), "start": (K,)}``, plus ``"emission": (S, K)`` when
+    ``num_symbols = S`` is given; the inputs ``x`` of every method are then integer symbols
+    ``(..., T)`` and the unary scores are ``U = emission[x]``; otherwise the inputs are the unary
+    scores ``(..., T, K)`` themselves (e.g. a network's output).
+
+    :param int num_tags: ``K``.
+    :param int num_symbols: ``S``, the size of a symbol vocabulary (optional, see above).
+    :param str name: prefix of the ``numpyro.param`` sites (``f"{name}_transitions"``, ...).
+    :param str site: name of the observed tag site of :meth:`model` (default ``"tags"``).
+
+    **Example** (exact maximum likelihood through SVI, Viterbi decoding)
+
+    .. code-block:: python
+
+        crf = LinearChainCRFModel(num_tags=4, num_symbols=12)
+        svi = SVI(crf.model, no_guide, optax.adam(0.05), Trace_ELBO())
+        result = svi.run(jax.random.key(0), 1500, symbols, tags, subsample_size=256)
+        params = crf.get_params(result.params)
+        crf.viterbi(params, test_symbols)                  # (N, T) decoded tags
+    """
+
+    def __init__(self, num_tags: int, num_symbols: int | None = None, *, name: str = "crf",
+                 site: str = "tags"):
+        self.num_tags = check_int("num_tags", num_tags, 1)
+        self.num_symbols = None if num_symbols is None else check_int("num_symbols", num_symbols, 1)
+        self.name = name
+        self.site = site
+
+    def __repr__(self):
+        extra = "" if self.num_symbols is None else f", num_symbols={self.num_symbols}"
+        return f"LinearChainCRFModel(num_tags={self.num_tags}{extra})"
+
+    @property
+    def param_shapes(self) -> dict:
+        K = self.num_tags
+        shapes = {"transitions": (K, K), "start": (K,)}
+        if self.num_symbols is not None:
+            shapes["emission"] = (self.num_symbols, K)
+        return shapes
+
+    def init_params(self, rng_key=None, data=None) -> dict:
+        """All scores zero (the uniform distribution over tag sequences)."""
+        return {k: jnp.zeros(shape) for k, shape in self.param_shapes.items()}
+
+    def unary(self, params, inputs):
+        """The unary scores ``(..., T, K)``: ``emission[inputs]`` for symbol inputs, else
+        ``inputs``."""
+        if self.num_symbols is None:
+            unary = jnp.asarray(inputs)
+            if unary.ndim < 2 or unary.shape[-1] != self.num_tags:
+                raise ValueError(
+                    f"{self!r}: `inputs` must be unary scores of shape (..., T, {self.num_tags}), "
+                    f"got {unary.shape}."
+                )
+            return unary
+        return params["emission"][jnp.asarray(inputs)]
+
+    def energy(self, params, tags, inputs):
+        """:math:`E(y \\mid x)` of ``tags`` ``(..., T)``: shape ``(...)``."""
+        return crf_energy(tags, self.unary(params, inputs), params["transitions"], params["start"])
+
+    def logdensity(self, params, tags, inputs):
+        """:math:`-E(y \\mid x)`, unnormalized."""
+        return -self.energy(params, tags, inputs)
+
+    def log_partition(self, params, inputs):
+        """Exact :math:`\\log Z(x)` by the forward algorithm: shape ``(...)``."""
+        return crf_log_partition(self.unary(params, inputs), params["transitions"], params["start"])
+
+    def distribution(self, params, inputs) -> LinearChainCRF:
+        """The normalized :class:`LinearChainCRF` of the tags given ``inputs``."""
+        return LinearChainCRF(self.unary(params, inputs), params["transitions"], params["start"])
+
+    def log_likelihood(self, params, tags, inputs):
+        """Exact :math:`\\log p(y \\mid x)` per sequence."""
+        return self.distribution(params, inputs).log_prob(tags)
+
+    def viterbi(self, params, inputs):
+        """Minimum-energy tags ``(..., T)``."""
+        return viterbi(self.unary(params, inputs), params["transitions"], params["start"])
+
+    def marginals(self, params, inputs):
+        """Tag marginals ``p(y_t = k | x)`` ``(..., T, K)``."""
+        return crf_marginals(self.unary(params, inputs), params["transitions"], params["start"])
+
+    def sample(self, rng_key, params, inputs, num_samples: int = 1):
+        """``(num_samples, ..., T)`` exact draws (forward filtering, backward sampling)."""
+        num_samples = check_int("num_samples", num_samples, 1)
+        return self.distribution(params, inputs).sample(rng_key, (num_samples,))
+
+    def model(self, inputs=None, tags=None, *, subsample_size: int | None = None):
+        """A NumPyro model: the parameters as ``numpyro.param`` sites and, under a plate over the
+        ``N`` sequences (subsampled to ``subsample_size``), the tags ``(N, T)`` observed at the
+        site ``site`` with the normalized :class:`LinearChainCRF` given ``inputs``. Its
+        ``Trace_ELBO`` with an empty guide (``no_guide``) is the exact negative log-likelihood."""
+        if inputs is None:
+            raise ValueError(f"{self!r}.model: `inputs` (symbols or unary scores) are required.")
+        params = {k: numpyro.param(f"{self.name}_{k}", v) for k, v in self.init_params().items()}
+        event_dim = 1 if self.num_symbols is not None else 2
+        n = jnp.shape(inputs)[0]
+        with numpyro.plate(f"{self.name}_sequences", n, subsample_size=subsample_size):
+            x = numpyro.subsample(inputs, event_dim=event_dim)
+            y = None if tags is None else numpyro.subsample(tags, event_dim=1)
+            numpyro.sample(self.site, self.distribution(params, x), obs=y)
+
+    def annealing_path(self, params):
+        raise NotImplementedError(
+            "LinearChainCRFModel needs no MCMC: draw exact samples with `crf.sample(rng_key, "
+            "params, inputs)` and compute log Z with `crf.log_partition(params, inputs)`."
+        )

@@ -1,4 +1,4 @@
-r"""Exponential families as energy-based models, fitted by moment matching.
+r"""Exponential families as energy-based models; contrastive divergence is moment matching.
 
 .. math::
 
@@ -17,7 +17,9 @@ so maximum likelihood matches the sufficient statistics. Estimating the model mo
 samples :math:`x'_m` gives *exactly* the gradient of the contrastive-divergence surrogate
 :math:`\operatorname{mean}_n E_\theta(x_n) - \operatorname{mean}_m E_\theta(\operatorname{sg}(x'_m))`
 (with the opposite sign: that loss is minimized): CD on an exponential family *is* stochastic
-moment matching (:meth:`ExponentialFamily.log_likelihood_gradient`, :meth:`ExponentialFamily.fit`).
+moment matching (:meth:`ExponentialFamily.log_likelihood_gradient`), and
+``PersistentContrastiveDivergence`` with ``optax.sgd`` through ``SVI`` on
+:meth:`ExponentialFamily.model` is the classical persistent moment-matching loop.
 
 Examples: a Gaussian, :math:`T(x) = (x, x^2)`, :math:`\theta = (\mu/\sigma^2, -1/(2\sigma^2))`;
 an Ising model, :math:`T(s) = (\sum_{\langle ij\rangle} s_i s_j, \sum_i s_i)`, :math:`\theta =
@@ -27,19 +29,16 @@ an Ising model, :math:`T(s) = (\sum_{\langle ij\rangle} s_i s_j, \sum_i s_i)`, :
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpyro
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_int, check_positive
-from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.sampling.chains import build_algorithm
+from numpyro_ebm.evaluation.ais import AISResult, logz_ais
+from numpyro_ebm.models.base import EnergyModel
 
-__all__ = ["ExponentialFamily", "MomentMatchingResult", "gaussian_statistics"]
+__all__ = ["ExponentialFamily", "gaussian_statistics"]
 
 
 def gaussian_statistics(x):
@@ -48,42 +47,32 @@ def gaussian_statistics(x):
     return jnp.stack([x, x**2], -1)
 
 
-class MomentMatchingResult(NamedTuple):
-    """What :meth:`ExponentialFamily.fit` returns.
-
-    :ivar theta: the final parameters ``(K,)``.
-    :ivar trace: ``(num_steps, K)`` parameters after each update.
-    :ivar positions: the persistent chains' final positions ``(num_chains, *event_shape)``.
-    """
-
-    theta: jax.Array
-    trace: jax.Array
-    positions: jax.Array
-
-
-class ExponentialFamily:
+class ExponentialFamily(EnergyModel):
     r"""An exponential-family EBM :math:`E_\theta(x) = -\theta^\top T(x)` (module docstring).
 
+    Parameters: ``{"theta": (K,)}``.
+
     :param sufficient_statistics: ``T``, mapping ``(..., *event_shape) -> (..., K)``.
-    :param theta: default natural parameters ``(K,)`` (used when a method gets ``theta=None``, and
-        as the initial value of the ``numpyro.param`` site in :meth:`model`).
+    :param theta: initial natural parameters ``(K,)`` (:meth:`init_params` and the initial value
+        of the ``numpyro.param`` site of :meth:`model`); default zeros.
     :param tuple event_shape: shape of one ``x`` (``()`` for a scalar, ``(4, 4)`` for a lattice).
     :param support: constraint of ``x`` for the :class:`~numpyro_ebm.Unnormalized` site.
-    :param str name: name of the ``numpyro.param`` site (``f"{name}_theta"``) and of the observed
-        site (``name``).
+    :param str name: prefix of the ``numpyro.param`` site (``f"{name}_theta"``); the observed
+        site is ``site`` (default ``name``).
 
-    **Example** (a Gaussian fitted by CD through SVI: the same fixed point as moment matching)
+    **Example** (a Gaussian fitted by CD through SVI: the moment-matching fixed point)
 
     .. code-block:: python
 
         gauss = ExponentialFamily(gaussian_statistics, theta=jnp.array([0.0, -0.5]))
         cd = ContrastiveDivergence(partial(blackjax.mala, step_size=0.1), num_steps=10)
         svi = SVI(gauss.model, no_guide, optax.adam(1e-2), loss=cd)
-        theta = svi.run(key, 2000, data, subsample_size=256).params["expfam_theta"]
+        params = gauss.get_params(svi.run(key, 2000, data, subsample_size=256).params)
+        gauss.energy(params, data)
     """
 
     def __init__(self, sufficient_statistics: Callable, theta=None, *, event_shape=(),
-                 support=constraints.real, name: str = "expfam"):
+                 support=constraints.real, name: str = "expfam", site: str | None = None):
         if not callable(sufficient_statistics):
             raise TypeError(
                 "ExponentialFamily: `sufficient_statistics` must be a callable T mapping "
@@ -92,48 +81,56 @@ class ExponentialFamily:
         if isinstance(event_shape, int):
             event_shape = (event_shape,)
         self.sufficient_statistics = sufficient_statistics
+        self.event_shape = tuple(event_shape)
         self.theta = None if theta is None else jnp.asarray(theta, jnp.float32)
         if self.theta is not None and self.theta.ndim != 1:
             raise ValueError(f"`theta` must be a 1-D array (K,), got shape {self.theta.shape}.")
-        self.event_shape = tuple(event_shape)
         self.support = support
         self.name = name
+        self.site = name if site is None else site
 
-    def _theta(self, theta):
-        theta = self.theta if theta is None else jnp.asarray(theta)
-        if theta is None:
-            raise ValueError("ExponentialFamily: pass `theta` (no default was given).")
-        return theta
+    def __repr__(self):
+        return f"ExponentialFamily(event_shape={self.event_shape})"
+
+    @property
+    def num_statistics(self) -> int:
+        """``K``, the length of ``T(x)``."""
+        out = jax.eval_shape(self.sufficient_statistics,
+                             jax.ShapeDtypeStruct(self.event_shape, jnp.float32))
+        return out.shape[-1]
+
+    @property
+    def param_shapes(self) -> dict:
+        return {"theta": (self.num_statistics,)}
+
+    def init_params(self, rng_key=None, data=None) -> dict:
+        """``{"theta": theta}``: the ``theta`` given at construction, else zeros (``rng_key`` and
+        ``data`` are not used)."""
+        theta = jnp.zeros((self.num_statistics,)) if self.theta is None else self.theta
+        return {"theta": theta}
 
     def statistics(self, x):
         """``T(x)``, shape ``(..., K)``."""
         return self.sufficient_statistics(x)
 
-    def energy(self, x, theta=None):
+    def energy(self, params, x):
         """:math:`E_\\theta(x) = -\\theta^\\top T(x)`, shape ``(...)``."""
-        return -(self.statistics(x) @ self._theta(theta))
+        return -(self.statistics(x) @ params["theta"])
 
-    def distribution(self, theta=None) -> Unnormalized:
-        """:math:`p_\\theta` as an :class:`~numpyro_ebm.Unnormalized` distribution."""
-        theta = self._theta(theta)
-        return Unnormalized(lambda x: self.energy(x, theta), self.event_shape, self.support)
-
-    def model(self, data=None, subsample_size: int | None = None):
+    def model(self, data=None, *, subsample_size: int | None = None):
         """A NumPyro model: ``theta`` as the ``numpyro.param`` site ``f"{name}_theta"`` and the data
-        ``(N, *event_shape)`` as the observed :class:`~numpyro_ebm.Unnormalized` site ``name``,
+        ``(N, *event_shape)`` observed at the :class:`~numpyro_ebm.Unnormalized` site ``site``,
         subsampled to ``subsample_size`` per step. Train with CD/PCD through ``SVI``."""
-        theta = numpyro.param(f"{self.name}_theta", self._theta(None))
+        params = {"theta": numpyro.param(f"{self.name}_theta", self.init_params()["theta"])}
         n = 1 if data is None else jnp.shape(data)[0]
         with numpyro.plate(f"{self.name}_data", n, subsample_size=subsample_size):
             batch = None if data is None else numpyro.subsample(data, event_dim=len(self.event_shape))
-            numpyro.sample(self.name, self.distribution(theta), obs=batch)
+            numpyro.sample(self.site, self.distribution(params), obs=batch)
 
     def moments(self, x):
-        """Mean sufficient statistics over the leading axis of ``x`` ``(n, *event_shape)``: ``(K,)``."""
-        return jnp.mean(jnp.reshape(self.statistics(x), (-1, self._num_stats(x))), 0)
-
-    def _num_stats(self, x):
-        return jnp.shape(self.statistics(x))[-1]
+        """Mean sufficient statistics over the leading axes of ``x`` ``(n, *event_shape)``: ``(K,)``."""
+        T = self.statistics(x)
+        return jnp.mean(jnp.reshape(T, (-1, jnp.shape(T)[-1])), 0)
 
     def log_likelihood_gradient(self, data, samples):
         """The moment-matching estimate of :math:`\\nabla_\\theta` of the average log-likelihood:
@@ -141,68 +138,16 @@ class ExponentialFamily:
         minus the gradient of the CD surrogate loss on the same data and samples."""
         return self.moments(data) - self.moments(samples)
 
-    def fit(self, rng_key, data, kernel: Callable, theta0=None, *, num_steps: int = 500,
-            learning_rate=0.05, num_chains: int = 256, mcmc_steps: int = 5,
-            init_positions=None, batch_size: int | None = None) -> MomentMatchingResult:
-        r"""Maximum likelihood by stochastic moment matching (persistent chains).
+    def log_partition(self, params):
+        raise NotImplementedError(
+            "ExponentialFamily.log_partition: no closed form for a general T; estimate it with "
+            "`family.logz_ais(rng_key, params, base, kernel)` (a normalized base distribution and "
+            "a kernel factory), or `numpyro_ebm.logz_exact` / `logz_quadrature` on "
+            "`lambda x: family.energy(params, x)` for small discrete or 1-2-D x."
+        )
 
-        Each step runs ``mcmc_steps`` transitions of ``kernel`` on ``num_chains`` persistent
-        chains under the current :math:`\theta`, then ascends
-        :math:`\theta \leftarrow \theta + \eta_t\,(\bar T_{\rm data} - \bar T_{\rm chains})`,
-        with :math:`\eta_t` = ``learning_rate`` (a float or an ``optax`` schedule ``t -> eta``).
-
-        :param data: ``(N, *event_shape)``.
-        :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm`` over one ``x``.
-        :param theta0: initial :math:`\theta` (default: the ``theta`` given at construction).
-        :param init_positions: ``(num_chains, *event_shape)`` chain starts (default: data rows
-            drawn at random).
-        :param batch_size: data rows per step for the data moments (default: all).
-        :return: :class:`MomentMatchingResult` ``(theta, trace, positions)``.
-        """
-        data = jnp.asarray(data)
-        theta0 = self._theta(theta0).astype(jnp.float32)
-        num_steps = check_int("num_steps", num_steps, 1)
-        num_chains = check_int("num_chains", num_chains, 1)
-        mcmc_steps = check_int("mcmc_steps", mcmc_steps, 1)
-        if not callable(learning_rate):
-            check_positive("learning_rate", learning_rate)
-        build_algorithm(kernel, lambda x: -self.energy(x, theta0))
-        init_key, run_key = jax.random.split(rng_key)
-        if init_positions is None:
-            init_positions = data[jax.random.randint(init_key, (num_chains,), 0, data.shape[0])]
-        return _moment_matching(self, kernel, run_key, data, theta0, init_positions, num_steps,
-                                learning_rate, mcmc_steps, batch_size)
-
-
-@partial(jax.jit, static_argnums=(0, 1, 6, 7, 8, 9))
-def _moment_matching(family, kernel, rng_key, data, theta0, positions, num_steps, learning_rate,
-                     mcmc_steps, batch_size):
-    data_moments_all = family.moments(data)
-
-    def step(carry, inputs):
-        theta, x = carry
-        t, key = inputs
-        chain_key, batch_key = jax.random.split(key)
-        algorithm = kernel(lambda y: -family.energy(y, theta))
-        keys = jax.random.split(chain_key, x.shape[0])
-
-        def run_chain(k, x0):
-            init_key, k = jax.random.split(k)
-            state = algorithm.init(x0, init_key)
-            state = jax.lax.scan(lambda s, kk: (algorithm.step(kk, s)[0], None), state,
-                                 jax.random.split(k, mcmc_steps))[0]
-            return state.position
-
-        x = jax.lax.stop_gradient(jax.vmap(run_chain)(keys, x))
-        if batch_size is None:
-            data_moments = data_moments_all
-        else:
-            idx = jax.random.randint(batch_key, (batch_size,), 0, data.shape[0])
-            data_moments = family.moments(data[idx])
-        eta = learning_rate(t) if callable(learning_rate) else learning_rate
-        theta = theta + eta * (data_moments - family.moments(x))
-        return (theta, x), theta
-
-    keys = jax.random.split(rng_key, num_steps)
-    (theta, x), trace = jax.lax.scan(step, (theta0, positions), (jnp.arange(num_steps), keys))
-    return MomentMatchingResult(theta, trace, x)
+    def logz_ais(self, rng_key, params, base, kernel, **kwargs) -> AISResult:
+        """:math:`\\log Z` by AIS on the geometric path from the normalized ``base`` with the kernel
+        factory ``kernel`` (:func:`numpyro_ebm.logz_ais`; keyword arguments as there)."""
+        one = lambda x: self.energy(params, x)
+        return logz_ais(rng_key, one, base, kernel, **kwargs)

@@ -1,39 +1,53 @@
+# Over ~400 lines on purpose: RBMBase and its two visible layers (RBM, GaussianBernoulliRBM) are one
+# design, a skeleton (sampler, annealing path, enumeration, NumPyro model) and the few hooks each
+# layer fills in; split apart, each hook would sit away from the only code that calls it.
 r"""Restricted Boltzmann machines: Bernoulli-Bernoulli (:class:`RBM`) and Gaussian-Bernoulli
-(:class:`GaussianBernoulliRBM`).
+(:class:`GaussianBernoulliRBM`), on one base (:class:`RBMBase`).
 
-A Bernoulli RBM over visible units :math:`v \in \{0,1\}^V` and hidden units
-:math:`h \in \{0,1\}^H` has the energy and, with the hidden units summed out, the free energy
-
-.. math::
-
-    E(v, h) = -a^\top v - b^\top h - v^\top W h,\qquad
-    F(v) = -a^\top v - \sum_{j=1}^H \operatorname{softplus}\big(b_j + (v^\top W)_j\big),
-
-so :math:`p(v) = e^{-F(v)}/Z`. There are no links inside a layer, so the conditionals factorize:
-:math:`p(h_j = 1 \mid v) = \sigma(b_j + (v^\top W)_j)` and
-:math:`p(v_i = 1 \mid h) = \sigma(a_i + (W h)_i)`: one block Gibbs sweep
-:math:`v \to h \to v` redraws each layer in parallel. With few hidden (or visible) units the
-partition function is exact by enumerating the smaller layer:
+An RBM over visible units :math:`v` and binary hidden units :math:`h \in \{0,1\}^H` has the joint
+energy and, with the hidden units summed out, the free energy
 
 .. math::
 
-    \log Z = \operatorname{logsumexp}_{h \in \{0,1\}^H}
-        \Big[b^\top h + \sum_{i=1}^V \operatorname{softplus}\big(a_i + (W h)_i\big)\Big].
+    E(v, h) = E_{\rm vis}(v) - b^\top h - \phi(v)^\top W h,\qquad
+    F(v) = E_{\rm vis}(v) - \sum_{j=1}^H \operatorname{softplus}\big(b_j + (\phi(v)^\top W)_j\big),
 
-In a NumPyro model the RBM is an :class:`~numpyro_ebm.Unnormalized` site over :math:`v` with
-energy :math:`F` (:meth:`RBM.model`), trained by
-:class:`~numpyro_ebm.estimators.contrastive.ContrastiveDivergence` /
-``PersistentContrastiveDivergence`` through ``numpyro.infer.SVI`` with the block Gibbs kernel
-:meth:`RBM.kernel`. Because :math:`\nabla_\theta F` already averages over
-:math:`p(h \mid v)`, the CD loss on :math:`F` is the classical CD update with hidden
-probabilities (Hinton 2002).
+with :math:`E_{\rm vis}(v) = -a^\top v`, :math:`\phi(v) = v` for binary visible units (:class:`RBM`)
+and :math:`E_{\rm vis}(v) = \sum_i (v_i - a_i)^2 / (2\sigma_i^2)`, :math:`\phi(v) = v / \sigma`
+for real ones (:class:`GaussianBernoulliRBM`); :math:`p(v) = e^{-F(v)}/Z`. There are no links
+inside a layer, so :math:`p(h_j = 1 \mid v) = \sigma(b_j + (\phi(v)^\top W)_j)` and
+:math:`p(v \mid h)` factorizes too: one block Gibbs sweep :math:`v \to h \to v` redraws each layer
+in parallel. The partition function is exact by enumerating the hidden layer,
+:math:`\log Z = \operatorname{logsumexp}_h \log \sum_v e^{-E(v, h)}`.
+
+**Annealing path** (Salakhutdinov & Murray 2008): the RBMs whose weights and hidden biases are
+scaled by :math:`\beta` and whose visible part moves from a base :math:`a_0` to :math:`a`,
+
+.. math::
+
+    f_\beta(v) = -E_{\rm vis}^{(\beta)}(v)
+        + \sum_j \operatorname{softplus}\big(\beta (b_j + (\phi(v)^\top W)_j)\big),
+
+:math:`-E^{(\beta)}_{\rm vis}(v) = ((1-\beta)a_0 + \beta a)^\top v` (Bernoulli; base: a
+factorized Bernoulli, :math:`\log Z_0 = H\log 2 + \sum_i\operatorname{softplus}(a_{0,i})`) or
+:math:`-\sum_i (v_i - m_{\beta,i})^2/(2\sigma_i^2)`, :math:`m_\beta = (1-\beta)a_0 + \beta a`
+(Gaussian; base :math:`\mathcal N(a_0, \sigma^2)`, :math:`\log Z_0 = H\log 2 + \sum_i
+\log(\sqrt{2\pi}\sigma_i)`). Block Gibbs is exact at every :math:`\beta`; at :math:`\beta = 1`
+it is the model's sampler (``rbm.kernel(params)``, the sampler of ``rbm.distribution(params)``).
+
+**Training** goes through ``SVI``: :meth:`RBMBase.model` observes the data at an
+:class:`~numpyro_ebm.Unnormalized` site with energy :math:`F`, and
+``ContrastiveDivergence(None, num_steps=1)`` (``kernel=None``: the site's own block Gibbs sampler)
+is the classical CD-1 with hidden probabilities (Hinton 2002), since :math:`\nabla_\theta F`
+already averages over :math:`p(h \mid v)`. The binary RBM's site has the binary support
+``constraints.boolean``; the contrastive estimators train it because it is not a label site (its
+event has a dimension, see :func:`numpyro_ebm.estimators.contrastive.is_label_site`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -43,38 +57,41 @@ import numpyro.distributions as dist
 from blackjax.base import SamplingAlgorithm
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_int, check_positive, is_concrete
-from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.evaluation.ais import (
-    AISResult,
-    annealed_importance_sampling,
-    check_betas,
-    temperature_schedule,
-)
+from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm.evaluation.ais import AISResult, logz_ais
 from numpyro_ebm.evaluation.partition import logz_exact
-from numpyro_ebm.sampling.annealing import transition_path
-from numpyro_ebm.sampling.chains import ChainResult, sample_chains
+from numpyro_ebm.models.base import EnergyModel
+from numpyro_ebm.sampling.annealing import AnnealingPath
+from numpyro_ebm.sampling.chains import ChainResult
 
 __all__ = [
+    "MAX_ENUMERATION_UNITS",
     "RBM",
+    "RBMBase",
     "GaussianBernoulliRBM",
     "RBMGibbsState",
     "RBMGibbsInfo",
     "bernoulli_base",
+    "data_visible_bias",
+    "logsumexp_binary_layer",
 ]
 
-#: the largest layer :meth:`RBM.log_partition` enumerates (2**24 configurations).
+#: the largest layer that :meth:`RBMBase.log_partition` enumerates (2**24 configurations).
 MAX_ENUMERATION_UNITS = 24
+
+_REQUIRED = object()
 
 
 class RBMGibbsState(NamedTuple):
     """State of an RBM block Gibbs chain over the visible units.
 
     :ivar position: the visible configuration ``v``, shape ``(V,)`` (dtype kept from the start).
-    :ivar hidden: the last hidden draw ``h``, shape ``(H,)``.
+    :ivar logdensity: :math:`f_\\beta(v)` (at :math:`\\beta = 1`: :math:`-F(v)`).
+    :ivar hidden: the last hidden draw ``h``, shape ``(H,)`` (zeros before the first step).
     """
 
     position: jax.Array
+    logdensity: jax.Array
     hidden: jax.Array
 
 
@@ -86,68 +103,48 @@ class RBMGibbsInfo(NamedTuple):
     flip_rate: jax.Array
 
 
-# ----------------------------------------------------------------------------- enumeration
+def logsumexp_binary_layer(log_f: Callable, num_units: int, chunk_size: int, owner: str):
+    r""":math:`\log \sum_{u \in \{0,1\}^n} e^{f(u)}` by :func:`numpyro_ebm.logz_exact`.
 
-
-def _log_sum_exp_over_layer(log_f: Callable, num_units: int, batch_size: int, owner: str):
-    r""":math:`\log \sum_{u \in \{0,1\}^n} e^{f(u)}` with :func:`numpyro_ebm.evaluation.partition.logz_exact`.
-
-    ``log_f`` maps ``(b, n)`` float 0/1 configurations to ``(b,)``.
+    ``log_f`` maps ``(b, n)`` float 0/1 configurations to ``(b,)``; at most
+    :data:`MAX_ENUMERATION_UNITS` units (``owner`` names the model in the error).
     """
     if num_units > MAX_ENUMERATION_UNITS:
         raise ValueError(
-            f"{owner}.log_partition enumerates the smaller layer: at most "
+            f"{owner}.log_partition enumerates a layer of binary units: at most "
             f"{MAX_ENUMERATION_UNITS} units (2**{MAX_ENUMERATION_UNITS} configurations), got "
             f"{num_units}. Use `logz_ais` instead."
         )
-    return logz_exact(lambda u: -log_f(u), num_units, (0, 1), batch_size)
+    return logz_exact(lambda u: -log_f(u), num_units, (0, 1), chunk_size)
 
 
-# ----------------------------------------------------------------------------- Bernoulli RBM
+def data_visible_bias(data, num_visible: int):
+    """:math:`\\log(p / (1 - p))` of the data's visible means, clipped to ``[0.01, 0.99]``
+    (Hinton's guide); zeros ``(V,)`` when ``data`` is ``None``."""
+    if data is None:
+        return jnp.zeros((num_visible,))
+    p = jnp.clip(jnp.mean(jnp.asarray(data, jnp.float32).reshape(-1, num_visible), 0), 0.01, 0.99)
+    return jnp.log(p) - jnp.log1p(-p)
 
 
-def _check_params(name: str, params, shapes: dict) -> None:
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"{name}: `params` must be a dict with keys {sorted(shapes)} (e.g. from "
-            f"`rbm.init_params(key)` or `rbm.get_params(svi_result.params)`), got "
-            f"{type(params).__name__}."
-        )
-    missing = [k for k in shapes if k not in params]
-    if missing:
-        raise ValueError(f"{name}: `params` lacks {missing}; expected keys {sorted(shapes)}.")
-    for k, shape in shapes.items():
-        if tuple(jnp.shape(params[k])) != shape:
-            raise ValueError(
-                f"{name}: `params['{k}']` has shape {tuple(jnp.shape(params[k]))}, expected "
-                f"{shape}."
-            )
+def bernoulli_base(num_visible: int, logits=None) -> dist.Distribution:
+    """A factorized Bernoulli over ``{0,1}^V`` (for chain starts or a PCD ``init_dist``)."""
+    logits = jnp.zeros((num_visible,)) if logits is None else jnp.asarray(logits)
+    return dist.Bernoulli(logits=logits).to_event(1)
 
 
-class RBM:
-    r"""A Bernoulli-Bernoulli restricted Boltzmann machine (see the module docstring).
+class RBMBase(EnergyModel):
+    r"""What every RBM shares (module docstring): parameters ``{"W": (V, H), "a": (V,),
+    "b": (H,)}`` (plus what a subclass adds), the hidden conditional, the free energy, block Gibbs,
+    the annealing path, exact :math:`\log Z` by enumerating the hidden layer, and the NumPyro
+    model.
 
-    Parameters are a dict ``{"W": (V, H), "a": (V,), "b": (H,)}``; every method takes them
-    explicitly (pure functions), and :meth:`model` registers them as ``numpyro.param`` sites
-    ``f"{name}_W"``, ``f"{name}_a"``, ``f"{name}_b"`` for ``SVI``.
-
-    :param int num_visible: ``V``.
-    :param int num_hidden: ``H``.
-    :param float init_scale: standard deviation of the initial weights (Hinton's guide: 0.01).
-    :param str name: prefix of the parameter sites and name of the observed site (``f"{name}_v"``
-        unless ``site`` is given).
-
-    **Example** (CD-1 through SVI)
-
-    .. code-block:: python
-
-        rbm = RBM(64, 16)
-        cd = ContrastiveDivergence(rbm.kernel(), num_steps=1)
-        svi = SVI(rbm.model, no_guide, optax.sgd(0.1), loss=cd)
-        result = svi.run(jax.random.key(0), 5000, data, subsample_size=20)
-        params = rbm.get_params(result.params)
-        rbm.log_likelihood(params, test).mean()          # exact, nats per image
+    A subclass defines the visible layer: :meth:`visible_features` (:math:`\phi`),
+    :meth:`visible_energy` (:math:`E_{\rm vis}`), :meth:`log_marginal_hidden`, and the three
+    ``path_*`` methods giving the tempered visible conditional, the base and its normalizer.
     """
+
+    support = None
 
     def __init__(self, num_visible: int, num_hidden: int, *, init_scale: float = 0.01,
                  name: str = "rbm", site: str | None = None):
@@ -159,70 +156,105 @@ class RBM:
         self.init_scale = float(init_scale)
         self.name = name
         self.site = f"{name}_v" if site is None else site
-        self._traced_params = None
 
     def __repr__(self):
         return f"{type(self).__name__}(num_visible={self.num_visible}, num_hidden={self.num_hidden})"
 
-    # -- parameters --------------------------------------------------------------------------
+    @property
+    def event_shape(self) -> tuple:
+        return (self.num_visible,)
 
     @property
     def param_shapes(self) -> dict:
         return {"W": (self.num_visible, self.num_hidden), "a": (self.num_visible,),
                 "b": (self.num_hidden,)}
 
-    def _check(self, params):
-        if is_concrete(params) or isinstance(params, dict):
-            _check_params(repr(self), params, self.param_shapes)
+    # -- what a visible layer defines -------------------------------------------------------------
 
-    @staticmethod
-    def _data_visible_bias(data, num_visible):
-        """:math:`\\log(p / (1 - p))` of the data's pixel means, clipped (Hinton's guide)."""
-        if data is None:
-            return jnp.zeros((num_visible,))
-        p = jnp.clip(jnp.mean(jnp.asarray(data, jnp.float32).reshape(-1, num_visible), 0),
-                     0.01, 0.99)
-        return jnp.log(p) - jnp.log1p(-p)
+    def visible_features(self, params, v):
+        r""":math:`\phi(v)`, what the weights multiply: ``(..., V) -> (..., V)``."""
+        raise NotImplementedError
 
-    def init_params(self, rng_key, data=None) -> dict:
-        """Initial parameters: ``W ~ N(0, init_scale^2)``, ``b = 0``, ``a`` the logit of the
-        data's visible means when ``data`` ``(N, V)`` is given (else 0)."""
+    def visible_energy(self, params, v):
+        r""":math:`E_{\rm vis}(v)`: ``(..., V) -> (...)``."""
+        raise NotImplementedError
+
+    def log_marginal_hidden(self, params, h):
+        r""":math:`\log \sum_v e^{-E(v, h)}` (an integral for real ``v``): ``(..., H) -> (...)``."""
+        raise NotImplementedError
+
+    def path_visible_logdensity(self, params, a0, beta, v):
+        r"""The visible part of :math:`f_\beta(v)`, :math:`-E^{(\beta)}_{\rm vis}(v)`."""
+        raise NotImplementedError
+
+    def path_sample_visible(self, rng_key, params, a0, beta, h):
+        r"""Draw ``v`` from the tempered conditional :math:`p_\beta(v \mid h)`."""
+        raise NotImplementedError
+
+    def path_sample_base(self, rng_key, params, a0, num_chains: int):
+        """``(num_chains, V)`` exact draws of the visible base (``beta = 0``)."""
+        raise NotImplementedError
+
+    def path_log_Z_visible(self, params, a0):
+        """:math:`\\log` of the visible base's normalizer."""
+        raise NotImplementedError
+
+    def default_base_visible_bias(self, params, data=None):
+        """:math:`a_0` of the annealing path when none is given."""
+        raise NotImplementedError
+
+    def initial_visible_bias(self, data=None):
+        """``a`` of :meth:`init_params` and :meth:`model` from the training data (or ``None``)."""
+        raise NotImplementedError
+
+    # -- parameters -----------------------------------------------------------------------------
+
+    def _as_float(self, params, x):
+        return jnp.asarray(x, jnp.result_type(params["W"]))
+
+    def init_params(self, rng_key=None, data=None) -> dict:
+        """Initial parameters: ``W ~ N(0, init_scale^2)`` (``rng_key`` defaults to
+        ``jax.random.key(0)``), ``b = 0``, ``a`` from the data ``(N, V)`` when given."""
+        rng_key = jax.random.key(0) if rng_key is None else rng_key
         W = self.init_scale * jax.random.normal(rng_key, (self.num_visible, self.num_hidden))
-        return {"W": W, "a": self._data_visible_bias(data, self.num_visible),
-                "b": jnp.zeros((self.num_hidden,))}
+        return {"W": W, "a": self.initial_visible_bias(data), "b": jnp.zeros((self.num_hidden,))}
 
-    def get_params(self, svi_params: dict) -> dict:
-        """``{"W", "a", "b"}`` from ``SVI``'s parameter dict (``svi_result.params``)."""
-        try:
-            return {k: svi_params[f"{self.name}_{k}"] for k in ("W", "a", "b")}
-        except KeyError as err:
-            raise ValueError(
-                f"`svi_params` has no site {err.args[0]!r}; its sites are {sorted(svi_params)}. "
-                "Were they trained with this RBM's `model` (same `name`)?"
-            ) from None
+    def _register_params(self, data) -> dict:
+        V, H, scale = self.num_visible, self.num_hidden, self.init_scale
+        return {
+            "W": numpyro.param(f"{self.name}_W", lambda key: scale * jax.random.normal(key, (V, H))),
+            "a": numpyro.param(f"{self.name}_a", self.initial_visible_bias(data)),
+            "b": numpyro.param(f"{self.name}_b", jnp.zeros((H,))),
+        }
 
-    # -- energies and conditionals -----------------------------------------------------------
+    # -- energies and conditionals --------------------------------------------------------------
 
-    def energy(self, params, v, h):
-        """:math:`E(v, h) = -a^\\top v - b^\\top h - v^\\top W h`, shape ``batch``."""
-        v, h = jnp.asarray(v, jnp.float32), jnp.asarray(h, jnp.float32)
-        return -(v @ params["a"]) - (h @ params["b"]) - jnp.einsum("...i,ij,...j->...", v,
-                                                                   params["W"], h)
+    def hidden_input(self, params, v):
+        r""":math:`b + \phi(v)^\top W`: ``(..., V) -> (..., H)``."""
+        return self.visible_features(params, self._as_float(params, v)) @ params["W"] + params["b"]
+
+    def joint_energy(self, params, v, h):
+        """:math:`E(v, h) = E_{\\rm vis}(v) - b^\\top h - \\phi(v)^\\top W h`, broadcast batch."""
+        v, h = self._as_float(params, v), self._as_float(params, h)
+        phi = self.visible_features(params, v)
+        return (self.visible_energy(params, v) - h @ params["b"]
+                - jnp.einsum("...i,ij,...j->...", phi, params["W"], h))
 
     def free_energy(self, params, v):
-        """:math:`F(v) = -a^\\top v - \\sum_j \\operatorname{softplus}(b_j + (v^\\top W)_j)`;
-        ``v`` ``(..., V)`` -> ``(...)``."""
-        v = jnp.asarray(v, jnp.float32)
-        return -(v @ params["a"]) - jnp.sum(jax.nn.softplus(v @ params["W"] + params["b"]), -1)
+        """:math:`F(v) = E_{\\rm vis}(v) - \\sum_j \\operatorname{softplus}(b_j + (\\phi(v)^\\top
+        W)_j)`: ``(..., V) -> (...)``."""
+        v = self._as_float(params, v)
+        return self.visible_energy(params, v) - jnp.sum(
+            jax.nn.softplus(self.hidden_input(params, v)), -1)
+
+    def energy(self, params, v):
+        """The model's energy over ``v``: the free energy :math:`F(v)` (protocol name)."""
+        return self.free_energy(params, v)
 
     def hidden_probabilities(self, params, v):
-        """:math:`p(h_j = 1 \\mid v) = \\sigma(b_j + (v^\\top W)_j)`: ``(..., V) -> (..., H)``;
-        the RBM's features for a downstream classifier."""
-        return jax.nn.sigmoid(jnp.asarray(v, jnp.float32) @ params["W"] + params["b"])
-
-    def visible_probabilities(self, params, h):
-        """:math:`p(v_i = 1 \\mid h) = \\sigma(a_i + (W h)_i)`: ``(..., H) -> (..., V)``."""
-        return jax.nn.sigmoid(jnp.asarray(h, jnp.float32) @ params["W"].T + params["a"])
+        """:math:`p(h_j = 1 \\mid v)`: ``(..., V) -> (..., H)``; the RBM's features for a
+        downstream classifier."""
+        return jax.nn.sigmoid(self.hidden_input(params, v))
 
     def sample_hidden(self, rng_key, params, v):
         """Draw ``h ~ p(h | v)`` (float 0/1), any batch shape."""
@@ -230,9 +262,8 @@ class RBM:
         return jax.random.bernoulli(rng_key, p).astype(p.dtype)
 
     def sample_visible(self, rng_key, params, h):
-        """Draw ``v ~ p(v | h)`` (float 0/1), any batch shape."""
-        p = self.visible_probabilities(params, h)
-        return jax.random.bernoulli(rng_key, p).astype(p.dtype)
+        """Draw ``v ~ p(v | h)``, any batch shape."""
+        return self.path_sample_visible(rng_key, params, params["a"], 1.0, h)
 
     def gibbs_sweep(self, rng_key, params, v):
         """One block Gibbs sweep ``v -> h -> v``; returns ``(v_new, h)`` (float)."""
@@ -240,36 +271,15 @@ class RBM:
         h = self.sample_hidden(key_h, params, v)
         return self.sample_visible(key_v, params, h), h
 
-    # -- NumPyro -----------------------------------------------------------------------------
+    # -- NumPyro --------------------------------------------------------------------------------
 
-    def _register_params(self, data):
-        V, H = self.num_visible, self.num_hidden
-        scale = self.init_scale
-        a0 = self._data_visible_bias(data, V)
-        return {
-            "W": numpyro.param(f"{self.name}_W", lambda key: scale * jax.random.normal(key, (V, H))),
-            "a": numpyro.param(f"{self.name}_a", a0),
-            "b": numpyro.param(f"{self.name}_b", jnp.zeros((H,))),
-        }
+    def model(self, data=None, *, subsample_size: int | None = None):
+        """A NumPyro model: the parameters as ``numpyro.param`` sites ``f"{name}_W"`` (``_a``,
+        ``_b``, ...) and the rows of ``data`` ``(N, V)`` observed at the
+        :class:`~numpyro_ebm.Unnormalized` site ``self.site`` (energy :math:`F`, carrying the
+        block Gibbs sampler), under a plate subsampled to ``subsample_size`` rows per step.
 
-    def distribution(self, params) -> Unnormalized:
-        r"""The RBM over ``v`` as an :class:`~numpyro_ebm.Unnormalized` distribution with energy
-        :math:`F`.
-
-        Its declared support is the relaxation :math:`[0, 1]^V` (``constraints.unit_interval``),
-        on which :math:`F` is defined too: the contrastive estimators train observed sites with
-        continuous support and leave discrete-support sites to the class-label estimators. The
-        data and the Gibbs chains stay in :math:`\{0, 1\}^V`."""
-        return Unnormalized(lambda v: self.free_energy(params, v), (self.num_visible,),
-                            support=constraints.unit_interval)
-
-    def model(self, data=None, subsample_size: int | None = None):
-        """A NumPyro model: the RBM's parameters as ``numpyro.param`` sites and the data as the
-        observed :class:`~numpyro_ebm.Unnormalized` site ``self.site`` with energy :math:`F(v)`,
-        under a plate over the ``N`` rows of ``data`` ``(N, V)``, subsampled to
-        ``subsample_size`` rows per step when given.
-
-        Use ``SVI(rbm.model, no_guide, optim, loss=ContrastiveDivergence(rbm.kernel(), k))``.
+        Train with ``SVI(rbm.model, no_guide, optim, loss=ContrastiveDivergence(None, 1))``.
         """
         if data is not None:
             shape = jnp.shape(data)
@@ -278,207 +288,206 @@ class RBM:
                     f"{self!r}.model: `data` must have shape (N, {self.num_visible}), got {shape}."
                 )
         params = self._register_params(data)
-        # The block Gibbs kernel of `self.kernel()` reads the parameters of the latest trace.
-        self._traced_params = params
         n = 1 if data is None else jnp.shape(data)[0]
         with numpyro.plate(f"{self.name}_data", n, subsample_size=subsample_size):
             batch = None if data is None else numpyro.subsample(data, event_dim=1)
             numpyro.sample(self.site, self.distribution(params), obs=batch)
 
-    # -- sampling ----------------------------------------------------------------------------
+    # -- samplers -------------------------------------------------------------------------------
 
-    def _step_fn(self, get_params, num_sweeps):
-        def step(rng_key, state: RBMGibbsState):
-            params = jax.lax.stop_gradient(get_params())
-            v0 = state.position
+    def annealing_path(self, params, base_visible_bias=None) -> AnnealingPath:
+        r"""The Salakhutdinov-Murray path of the module docstring, exact block Gibbs at every
+        :math:`\beta`; the kernel's state is :class:`RBMGibbsState`, its info
+        :class:`RBMGibbsInfo`.
 
-            def sweep(v, key):
-                v, h = self.gibbs_sweep(key, params, v)
-                return v, h
-
-            v, hs = jax.lax.scan(sweep, v0.astype(jnp.float32), jax.random.split(rng_key,
-                                                                                 num_sweeps))
-            rate = jnp.mean((v != v0).astype(jnp.float32))
-            return RBMGibbsState(v.astype(v0.dtype), hs[-1]), RBMGibbsInfo(rate, rate)
-
-        return step
-
-    def kernel(self, params=None, num_sweeps: int = 1) -> Callable:
-        r"""A block Gibbs kernel factory ``logdensity_fn -> blackjax.SamplingAlgorithm`` over ``v``.
-
-        Each step runs ``num_sweeps`` sweeps :math:`v \to h \sim p(h\mid v) \to v \sim
-        p(v \mid h)`; the state is :class:`RBMGibbsState` ``(position=v, hidden=h)``. The
-        ``logdensity_fn`` the factory receives is not used: the RBM's conditionals need its
-        weights, not only :math:`F`.
-
-        :param params: the parameters to sample under (outside training, e.g. for
-            :func:`numpyro_ebm.sample_chains`). ``None`` (the form for the CD/PCD losses): the
-            parameters of the latest trace of :meth:`model`, i.e. those the loss traced the model
-            with (the loss traces the model with stop-gradient parameters just before it builds
-            the kernel; the kernel stops gradients again).
-        :param int num_sweeps: Gibbs sweeps per step.
+        :param params: the parameters.
+        :param base_visible_bias: :math:`a_0` ``(V,)`` (default
+            :meth:`default_base_visible_bias`).
         """
-        num_sweeps = check_int("num_sweeps", num_sweeps, 1)
-        if params is not None:
-            self._check(params)
+        self.check_params(params)
+        if base_visible_bias is None:
+            base_visible_bias = self.default_base_visible_bias(params)
+        a0 = jnp.broadcast_to(self._as_float(params, base_visible_bias), (self.num_visible,))
 
-        def get_params():
-            if params is not None:
-                return params
-            if self._traced_params is None:
-                raise ValueError(
-                    f"{self!r}.kernel(): no parameters given and `model` has not been traced; "
-                    "pass the parameters, `rbm.kernel(params)`, to sample outside training."
-                )
-            return self._traced_params
+        def logdensity_fn(beta, v):
+            v = self._as_float(params, v)
+            return self.path_visible_logdensity(params, a0, beta, v) + jnp.sum(
+                jax.nn.softplus(beta * self.hidden_input(params, v)), -1)
 
-        step = self._step_fn(get_params, num_sweeps)
-
-        def factory(logdensity_fn=None) -> SamplingAlgorithm:
+        def kernel(beta) -> SamplingAlgorithm:
             def init(position, rng_key=None):
                 position = jnp.asarray(position)
-                return RBMGibbsState(position, jnp.zeros(position.shape[:-1] + (self.num_hidden,)))
+                hidden = jnp.zeros(position.shape[:-1] + (self.num_hidden,), params["W"].dtype)
+                return RBMGibbsState(position, logdensity_fn(beta, position), hidden)
+
+            def step(rng_key, state: RBMGibbsState):
+                key_h, key_v = jax.random.split(rng_key)
+                v0 = state.position
+                p_h = jax.nn.sigmoid(beta * self.hidden_input(params, v0))
+                h = jax.random.bernoulli(key_h, p_h).astype(p_h.dtype)
+                v = self.path_sample_visible(key_v, params, a0, beta, h).astype(v0.dtype)
+                rate = jnp.mean((v != v0).astype(p_h.dtype))
+                return RBMGibbsState(v, logdensity_fn(beta, v), h), RBMGibbsInfo(rate, rate)
 
             return SamplingAlgorithm(init, step)
 
-        return factory
+        def sample_base(rng_key, num_chains):
+            return self.path_sample_base(rng_key, params, a0, num_chains)
+
+        log_Z_base = self.num_hidden * math.log(2.0) + self.path_log_Z_visible(params, a0)
+        return AnnealingPath(logdensity_fn, kernel, sample_base, log_Z_base)
+
+    def kernel(self, params=_REQUIRED) -> SamplingAlgorithm:
+        """The exact block Gibbs sampler of :math:`e^{-F}` under ``params``: a built
+        ``blackjax.SamplingAlgorithm`` (``annealing_path(params).kernel(1.0)``); one step is one
+        sweep ``v -> h -> v``. For CD/PCD pass ``kernel=None`` to the estimator instead."""
+        if params is _REQUIRED or params is None:
+            raise TypeError(
+                f"{self!r}.kernel(params): `params` is required (a dict from `init_params` or "
+                "`get_params(svi_result.params)`): a model remembers no parameters. To train with "
+                "CD/PCD, pass `kernel=None` to the estimator: it runs the site's own sampler."
+            )
+        return super().kernel(params)
 
     def init_visible(self, rng_key, params, num_chains: int):
-        """``(num_chains, V)`` float draws from the factorized :math:`\\prod_i
-        \\mathrm{Bernoulli}(\\sigma(a_i))` (a start for chains)."""
+        """``(num_chains, V)`` draws of the visible layer with no weights (a start for chains)."""
         num_chains = check_int("num_chains", num_chains, 1)
-        p = jax.nn.sigmoid(params["a"])
-        return jax.random.bernoulli(rng_key, p, (num_chains, self.num_visible)).astype(jnp.float32)
+        return self.path_sample_base(rng_key, params, params["a"], num_chains)
 
     def sample(self, rng_key, params, num_chains: int, num_steps: int, num_samples: int = 0,
                thin: int = 1, init_positions=None) -> ChainResult:
-        """Draw from the RBM with :func:`numpyro_ebm.sample_chains` and :meth:`kernel`.
-
-        Chains start from :meth:`init_visible` unless ``init_positions`` ``(num_chains, V)``
-        is given. Returns a :class:`~numpyro_ebm.ChainResult` (``positions`` ``(num_chains, V)``).
-        """
-        self._check(params)
+        """``num_chains`` block Gibbs chains of ``num_steps`` sweeps (:func:`numpyro_ebm.sample_chains`),
+        started from :meth:`init_visible` unless ``init_positions`` ``(num_chains, V)`` is given;
+        ``positions`` ``(num_chains, V)``, ``state.hidden`` the last hidden draws."""
+        self.check_params(params)
         init_key, run_key = jax.random.split(rng_key)
         if init_positions is None:
             init_positions = self.init_visible(init_key, params, num_chains)
-        return sample_chains(run_key, lambda v: -self.free_energy(params, v),
-                             self.kernel(params), init_positions, num_steps, num_samples, thin)
+        return super().sample(run_key, params, num_chains, num_steps, num_samples, thin,
+                              init_positions)
 
-    # -- partition function and likelihood ---------------------------------------------------
+    # -- partition function and likelihood ------------------------------------------------------
 
-    def log_partition(self, params, batch_size: int = 16_384) -> jax.Array:
-        """Exact :math:`\\log Z`, enumerating the smaller layer (at most 24 units).
-
-        Hidden layer: :math:`\\operatorname{logsumexp}_h [b^\\top h + \\sum_i
-        \\operatorname{softplus}(a_i + (Wh)_i)]`; visible layer: :math:`\\operatorname{logsumexp}_v
-        [-F(v)]`, by :func:`numpyro_ebm.evaluation.partition.logz_exact` (``batch_size`` configurations at a
-        time); jittable and differentiable in ``params``.
-        """
-        self._check(params)
-        W, a, b = params["W"], params["a"], params["b"]
-        if self.num_hidden <= self.num_visible:
-            return _log_sum_exp_over_layer(
-                lambda h: h @ b + jnp.sum(jax.nn.softplus(h @ W.T + a), -1), self.num_hidden,
-                batch_size, repr(self))
-        return _log_sum_exp_over_layer(lambda v: -self.free_energy(params, v), self.num_visible,
-                                       batch_size, repr(self))
+    def log_partition(self, params, chunk_size: int = 16_384) -> jax.Array:
+        """Exact :math:`\\log Z = \\operatorname{logsumexp}_h \\log\\sum_v e^{-E(v,h)}` by
+        enumerating the hidden layer (at most 24 units, ``chunk_size`` configurations at a time);
+        jittable and differentiable in ``params``."""
+        self.check_params(params)
+        return logsumexp_binary_layer(lambda h: self.log_marginal_hidden(params, h),
+                                      self.num_hidden, chunk_size, repr(self))
 
     def log_likelihood(self, params, v, log_Z=None):
-        """:math:`\\log p(v) = -F(v) - \\log Z`, per example (exact :math:`\\log Z` when not
-        given: pass an AIS estimate for large layers)."""
+        """:math:`\\log p(v) = -F(v) - \\log Z`, per example (exact :math:`\\log Z` unless given,
+        e.g. an AIS estimate for large layers)."""
         if log_Z is None:
             log_Z = self.log_partition(params)
         return -self.free_energy(params, v) - log_Z
 
-    def logz_ais(self, rng_key, params, num_temperatures: int = 1000, num_chains: int = 100, *,
-                 betas=None, data=None, base_visible_bias=None, num_sweeps: int = 1,
-                 schedule: str = "linear") -> AISResult:
-        r""":math:`\log Z` by AIS (Salakhutdinov & Murray 2008), with exact Gibbs transitions.
+    def logz_ais(self, rng_key, params, *, data=None, base_visible_bias=None,
+                 **kwargs) -> AISResult:
+        r""":math:`\log Z` by AIS along :meth:`annealing_path` (Salakhutdinov & Murray 2008).
 
-        The path runs from a base RBM with no weights and visible biases :math:`a_0` (a
-        factorized Bernoulli; :math:`\log Z_0 = H\log 2 + \sum_i \operatorname{softplus}(a_{0,i})`)
-        to this RBM through the RBMs with weights :math:`\beta W`, hidden biases
-        :math:`\beta b` and visible biases :math:`(1-\beta)a_0 + \beta a`, whose unnormalized
-        marginal over ``v`` is
-
-        .. math:: f_\beta(v) = ((1-\beta)a_0 + \beta a)^\top v + \sum_j
-            \operatorname{softplus}(\beta(b_j + (v^\top W)_j));
-
-        each temperature applies ``num_sweeps`` block Gibbs sweeps of that RBM.
-
-        :param params: the RBM's parameters.
-        :param int num_temperatures: ``K`` (S&M use ~14,500; 1,000 to 10,000 is typical here).
-        :param int num_chains: AIS runs.
-        :param betas: optional explicit schedule (overrides ``num_temperatures``/``schedule``).
-        :param data: optional training data ``(N, V)``: then :math:`a_0` is the logit of its
-            visible means (a base closer to the target, the S&M choice).
-        :param base_visible_bias: :math:`a_0` directly; default from ``data``, else 0.
-        :param str schedule: see :func:`numpyro_ebm.evaluation.ais.temperature_schedule` (default linear,
-            as in S&M).
+        :param data: optional training data ``(N, V)``: the base is then fitted to it (a base
+            closer to the target, the S&M choice) unless ``base_visible_bias`` is given.
+        :param base_visible_bias: :math:`a_0` directly.
+        :param kwargs: as :func:`numpyro_ebm.logz_ais` (``num_chains``, ``num_temperatures``,
+            ``betas``, ``num_steps``, ``schedule``; S&M use a linear schedule).
         :return: :class:`~numpyro_ebm.AISResult` (``positions`` are the final ``v``).
         """
-        self._check(params)
-        num_chains = check_int("num_chains", num_chains, 1)
-        num_sweeps = check_int("num_sweeps", num_sweeps, 1)
-        if betas is None:
-            betas = temperature_schedule(num_temperatures, schedule)
-        betas = check_betas(betas)
         if base_visible_bias is None:
-            base_visible_bias = self._data_visible_bias(data, self.num_visible)
-        a0 = jnp.broadcast_to(jnp.asarray(base_visible_bias, jnp.float32), (self.num_visible,))
-        return _rbm_ais(rng_key, params, a0, betas, num_chains, num_sweeps)
+            base_visible_bias = self.default_base_visible_bias(params, data)
+        return logz_ais(rng_key, self.annealing_path(params, base_visible_bias), **kwargs)
 
 
-@partial(jax.jit, static_argnames=("num_chains", "num_sweeps"))
-def _rbm_ais(rng_key, params, a0, betas, num_chains, num_sweeps):
-    W, a, b = params["W"], params["a"], params["b"]
-    H = W.shape[1]
+class RBM(RBMBase):
+    r"""A Bernoulli-Bernoulli RBM, :math:`v \in \{0,1\}^V`:
+    :math:`E(v, h) = -a^\top v - b^\top h - v^\top W h` (module docstring).
 
-    def log_density(beta, v):
-        return ((1.0 - beta) * a0 + beta * a) @ v + jnp.sum(jax.nn.softplus(beta * (v @ W + b)))
+    :param int num_visible: ``V``.
+    :param int num_hidden: ``H``.
+    :param float init_scale: standard deviation of the initial weights (Hinton's guide: 0.01).
+    :param str name: prefix of the parameter sites; the observed site is ``site`` (default
+        ``f"{name}_v"``).
 
-    def transition(key, beta, v):
-        def sweep(v, k):
-            kh, kv = jax.random.split(k)
-            h = jax.random.bernoulli(kh, jax.nn.sigmoid(beta * (v @ W + b))).astype(v.dtype)
-            pv = jax.nn.sigmoid((1.0 - beta) * a0 + beta * (W @ h + a))
-            return jax.random.bernoulli(kv, pv).astype(v.dtype), None
+    **Example** (CD-1 through SVI)
 
-        return jax.lax.scan(sweep, v, jax.random.split(key, num_sweeps))[0]
+    .. code-block:: python
 
-    init_key, run_key = jax.random.split(rng_key)
-    v0 = jax.random.bernoulli(init_key, jax.nn.sigmoid(a0), (num_chains, a0.shape[0]))
-    log_Z0 = H * math.log(2.0) + jnp.sum(jax.nn.softplus(a0))
-    path = transition_path(log_density, transition, None, log_Z0)
-    return annealed_importance_sampling(run_key, path, betas, num_chains,
-                                        init_positions=v0.astype(jnp.float32))
+        rbm = RBM(64, 16)
+        svi = SVI(rbm.model, no_guide, optax.sgd(0.1), loss=ContrastiveDivergence(None, 1))
+        result = svi.run(jax.random.key(0), 5000, data, subsample_size=20)
+        params = rbm.get_params(result.params)
+        rbm.log_likelihood(params, test).mean()              # exact, nats per image
+        rbm.sample(jax.random.key(1), params, num_chains=64, num_steps=1000).positions
+    """
+
+    support = constraints.boolean
+
+    def visible_features(self, params, v):
+        return v
+
+    def visible_energy(self, params, v):
+        return -(v @ params["a"])
+
+    def visible_probabilities(self, params, h):
+        """:math:`p(v_i = 1 \\mid h) = \\sigma(a_i + (W h)_i)`: ``(..., H) -> (..., V)``."""
+        return jax.nn.sigmoid(self._as_float(params, h) @ params["W"].T + params["a"])
+
+    def log_marginal_hidden(self, params, h):
+        return h @ params["b"] + jnp.sum(jax.nn.softplus(h @ params["W"].T + params["a"]), -1)
+
+    def path_visible_logdensity(self, params, a0, beta, v):
+        return v @ ((1.0 - beta) * a0 + beta * params["a"])
+
+    def path_sample_visible(self, rng_key, params, a0, beta, h):
+        h = self._as_float(params, h)
+        logits = (1.0 - beta) * a0 + beta * (h @ params["W"].T + params["a"])
+        return jax.random.bernoulli(rng_key, jax.nn.sigmoid(logits)).astype(h.dtype)
+
+    def path_sample_base(self, rng_key, params, a0, num_chains):
+        p = jax.nn.sigmoid(a0)
+        return jax.random.bernoulli(rng_key, p, (num_chains, self.num_visible)).astype(p.dtype)
+
+    def path_log_Z_visible(self, params, a0):
+        return jnp.sum(jax.nn.softplus(a0))
+
+    def default_base_visible_bias(self, params, data=None):
+        """The logit of the data's visible means (clipped), or 0 (a uniform base)."""
+        return data_visible_bias(data, self.num_visible)
+
+    def initial_visible_bias(self, data=None):
+        return data_visible_bias(data, self.num_visible)
+
+    def log_partition(self, params, chunk_size: int = 16_384) -> jax.Array:
+        """Exact :math:`\\log Z`, enumerating the smaller layer (at most 24 units): the hidden
+        layer, :math:`\\operatorname{logsumexp}_h [b^\\top h + \\sum_i \\operatorname{softplus}(a_i
+        + (Wh)_i)]`, or the visible one, :math:`\\operatorname{logsumexp}_v [-F(v)]`."""
+        if self.num_hidden <= self.num_visible:
+            return super().log_partition(params, chunk_size)
+        self.check_params(params)
+        return logsumexp_binary_layer(lambda v: -self.free_energy(params, v), self.num_visible,
+                                      chunk_size, repr(self))
 
 
-# ----------------------------------------------------------------------------- Gaussian-Bernoulli
-
-
-class GaussianBernoulliRBM(RBM):
+class GaussianBernoulliRBM(RBMBase):
     r"""A Gaussian-Bernoulli RBM: real visible units :math:`v \in \mathbb R^V`, binary hidden.
 
     .. math::
 
         E(v, h) = \sum_i \frac{(v_i - a_i)^2}{2\sigma_i^2} - b^\top h
                   - \sum_{ij} \frac{v_i}{\sigma_i} W_{ij} h_j,\qquad
-        F(v) = \sum_i \frac{(v_i - a_i)^2}{2\sigma_i^2}
-               - \sum_j \operatorname{softplus}\big(b_j + ((v/\sigma)^\top W)_j\big),
+        p(v \mid h) = \mathcal N(a + \sigma \odot W h, \operatorname{diag}\sigma^2),
 
-    with :math:`p(h_j=1\mid v) = \sigma(b_j + ((v/\sigma)^\top W)_j)` and
-    :math:`p(v \mid h) = \mathcal N(a + \sigma \odot W h, \operatorname{diag}\sigma^2)`. Exact
-    partition function by enumerating the hidden layer, the Gaussian integral done in closed form:
+    and the exact partition function, the Gaussian integral in closed form (:math:`c = W h`):
 
     .. math::
 
         \log Z = \sum_i \log(\sqrt{2\pi}\sigma_i) + \operatorname{logsumexp}_h
-            \Big[b^\top h + \sum_i \Big(\frac{a_i c_i}{\sigma_i} + \frac{c_i^2}{2}\Big)\Big],
-        \quad c = W h .
+            \Big[b^\top h + \sum_i \Big(\frac{a_i c_i}{\sigma_i} + \frac{c_i^2}{2}\Big)\Big].
 
-    Parameters ``{"W", "a", "b", "log_sigma"}``; ``log_sigma`` is fixed at its initial value
-    (``log(sigma)``, default 0: standardize the data) unless ``learn_sigma=True``.
+    Parameters ``{"W", "a", "b", "log_sigma"}``; ``log_sigma`` is fixed at ``log(sigma)`` (default
+    0: standardize the data) unless ``learn_sigma=True``. Its annealing path starts from the
+    Gaussian :math:`\mathcal N(a_0, \sigma^2)` (default :math:`a_0 = a`, or the data mean).
     """
 
     def __init__(self, num_visible: int, num_hidden: int, *, sigma=1.0, learn_sigma: bool = False,
@@ -495,87 +504,62 @@ class GaussianBernoulliRBM(RBM):
     def _log_sigma0(self):
         return jnp.broadcast_to(jnp.log(jnp.asarray(self.sigma, jnp.float32)), (self.num_visible,))
 
-    def init_params(self, rng_key, data=None) -> dict:
+    def init_params(self, rng_key=None, data=None) -> dict:
         """``W ~ N(0, init_scale^2)``, ``b = 0``, ``a`` the data mean (or 0), ``log_sigma``."""
-        W = self.init_scale * jax.random.normal(rng_key, (self.num_visible, self.num_hidden))
-        a = jnp.zeros((self.num_visible,)) if data is None else jnp.mean(jnp.asarray(data), 0)
-        return {"W": W, "a": a, "b": jnp.zeros((self.num_hidden,)), "log_sigma": self._log_sigma0()}
+        return {**super().init_params(rng_key, data), "log_sigma": self._log_sigma0()}
 
     def get_params(self, svi_params: dict) -> dict:
-        params = super().get_params(svi_params)
-        params["log_sigma"] = svi_params.get(f"{self.name}_log_sigma", self._log_sigma0())
-        return params
+        """``{"W", "a", "b", "log_sigma"}``; ``log_sigma`` is the fixed value unless learned."""
+        fixed = {} if self.learn_sigma else {f"{self.name}_log_sigma": self._log_sigma0()}
+        return super().get_params({**fixed, **svi_params})
 
-    def _register_params(self, data):
-        V, H, scale = self.num_visible, self.num_hidden, self.init_scale
-        a0 = jnp.zeros((V,)) if data is None else jnp.mean(jnp.asarray(data), 0)
-        params = {
-            "W": numpyro.param(f"{self.name}_W", lambda key: scale * jax.random.normal(key, (V, H))),
-            "a": numpyro.param(f"{self.name}_a", a0),
-            "b": numpyro.param(f"{self.name}_b", jnp.zeros((H,))),
-        }
+    def _register_params(self, data) -> dict:
+        params = super()._register_params(data)
         if self.learn_sigma:
             params["log_sigma"] = numpyro.param(f"{self.name}_log_sigma", self._log_sigma0())
         else:
             params["log_sigma"] = self._log_sigma0()
         return params
 
-    def distribution(self, params) -> Unnormalized:
-        return Unnormalized(lambda v: self.free_energy(params, v), (self.num_visible,))
+    def initial_visible_bias(self, data=None):
+        if data is None:
+            return jnp.zeros((self.num_visible,))
+        return jnp.mean(jnp.asarray(data, jnp.float32).reshape(-1, self.num_visible), 0)
 
-    def energy(self, params, v, h):
-        sigma = jnp.exp(params["log_sigma"])
-        h = jnp.asarray(h, jnp.float32)
-        quad = jnp.sum((v - params["a"]) ** 2 / (2 * sigma**2), -1)
-        return quad - h @ params["b"] - jnp.einsum("...i,ij,...j->...", v / sigma, params["W"], h)
+    def default_base_visible_bias(self, params, data=None):
+        """The base mean: the data mean when ``data`` is given, else ``a``."""
+        return params["a"] if data is None else self.initial_visible_bias(data)
 
-    def free_energy(self, params, v):
-        sigma = jnp.exp(params["log_sigma"])
-        quad = jnp.sum((v - params["a"]) ** 2 / (2 * sigma**2), -1)
-        return quad - jnp.sum(jax.nn.softplus((v / sigma) @ params["W"] + params["b"]), -1)
+    def visible_features(self, params, v):
+        return v / jnp.exp(params["log_sigma"])
 
-    def hidden_probabilities(self, params, v):
-        sigma = jnp.exp(params["log_sigma"])
-        return jax.nn.sigmoid((v / sigma) @ params["W"] + params["b"])
+    def visible_energy(self, params, v):
+        return jnp.sum((v - params["a"]) ** 2 / (2 * jnp.exp(2 * params["log_sigma"])), -1)
 
     def visible_mean(self, params, h):
         """:math:`\\mathbb E[v \\mid h] = a + \\sigma \\odot W h`."""
-        return params["a"] + jnp.exp(params["log_sigma"]) * (jnp.asarray(h, jnp.float32)
+        return params["a"] + jnp.exp(params["log_sigma"]) * (self._as_float(params, h)
                                                               @ params["W"].T)
 
-    def visible_probabilities(self, params, h):
-        raise TypeError("GaussianBernoulliRBM has real visible units: use `visible_mean`.")
+    def log_marginal_hidden(self, params, h):
+        c = h @ params["W"].T
+        sigma = jnp.exp(params["log_sigma"])
+        gauss = jnp.sum(params["log_sigma"]) + 0.5 * self.num_visible * math.log(2 * math.pi)
+        return h @ params["b"] + jnp.sum(params["a"] * c / sigma + 0.5 * c**2, -1) + gauss
 
-    def sample_visible(self, rng_key, params, h):
-        mean = self.visible_mean(params, h)
-        return mean + jnp.exp(params["log_sigma"]) * jax.random.normal(rng_key, mean.shape)
+    def path_visible_logdensity(self, params, a0, beta, v):
+        m = (1.0 - beta) * a0 + beta * params["a"]
+        return -jnp.sum((v - m) ** 2 / (2 * jnp.exp(2 * params["log_sigma"])), -1)
 
-    def init_visible(self, rng_key, params, num_chains: int):
-        """``(num_chains, V)`` draws from :math:`\\mathcal N(a, \\sigma^2)`."""
-        num_chains = check_int("num_chains", num_chains, 1)
-        noise = jax.random.normal(rng_key, (num_chains, self.num_visible))
-        return params["a"] + jnp.exp(params["log_sigma"]) * noise
+    def path_sample_visible(self, rng_key, params, a0, beta, h):
+        sigma = jnp.exp(params["log_sigma"])
+        mean = (1.0 - beta) * a0 + beta * params["a"] + beta * sigma * (
+            self._as_float(params, h) @ params["W"].T)
+        return mean + sigma * jax.random.normal(rng_key, mean.shape, mean.dtype)
 
-    def log_partition(self, params, batch_size: int = 16_384) -> jax.Array:
-        self._check(params)
-        W, a, b, log_sigma = params["W"], params["a"], params["b"], params["log_sigma"]
-        sigma = jnp.exp(log_sigma)
+    def path_sample_base(self, rng_key, params, a0, num_chains):
+        noise = jax.random.normal(rng_key, (num_chains, self.num_visible), a0.dtype)
+        return a0 + jnp.exp(params["log_sigma"]) * noise
 
-        def log_f(h):
-            c = h @ W.T
-            return h @ b + jnp.sum(a * c / sigma + 0.5 * c**2, -1)
-
-        gauss = jnp.sum(log_sigma) + 0.5 * self.num_visible * math.log(2 * math.pi)
-        return gauss + _log_sum_exp_over_layer(log_f, self.num_hidden, batch_size, repr(self))
-
-    def logz_ais(self, *args, **kwargs):
-        raise NotImplementedError(
-            "GaussianBernoulliRBM: use `log_partition` (exact for up to 24 hidden units) or the "
-            "general `numpyro_ebm.logz_ais` with a Gaussian base and MALA transitions."
-        )
-
-
-def bernoulli_base(num_visible: int, logits=None) -> dist.Distribution:
-    """A factorized Bernoulli over ``{0,1}^V`` (for chain starts or a PCD ``init_dist``)."""
-    logits = jnp.zeros((num_visible,)) if logits is None else jnp.asarray(logits)
-    return dist.Bernoulli(logits=logits).to_event(1)
+    def path_log_Z_visible(self, params, a0):
+        return jnp.sum(params["log_sigma"]) + 0.5 * self.num_visible * math.log(2 * math.pi)
