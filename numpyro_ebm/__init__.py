@@ -17,21 +17,22 @@ from numpyro_ebm.estimators import (
     ConditionalMaximumLikelihood,
     ContrastiveDivergence,
     DenoisingScoreMatching,
+    EBMSite,
+    EnergyEstimator,
     FlowContrastiveEstimation,
+    FlowGuide,
     NoiseContrastiveEstimation,
     PersistentContrastiveDivergence,
     ScoreMatching,
     SlicedScoreMatching,
-    check_finite_params,
-    check_svi_result,
     contrastive_divergence_loss,
+    fce_optimizer,
+    flow_guide,
     label_ebm,
     label_energies,
-    load_checkpoint,
     no_guide,
-    save_checkpoint,
+    observed_ebm_sites,
 )
-from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
 from numpyro_ebm.evaluation import diagnostics
 from numpyro_ebm.evaluation.ais import (
     AISResult,
@@ -46,6 +47,12 @@ from numpyro_ebm.sampling.chains import ChainResult, sample_chains
 from numpyro_ebm.sampling.gibbs import block_gibbs, gibbs, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
+from numpyro_ebm.training import (
+    check_finite_params,
+    check_svi_result,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 __version__ = "0.1.0"
 
@@ -59,6 +66,8 @@ __all__ = [
     "ConditionalMaximumLikelihood",
     "ContrastiveDivergence",
     "DenoisingScoreMatching",
+    "EBMSite",
+    "EnergyEstimator",
     "FlowContrastiveEstimation",
     "FlowGuide",
     "LogLikelihood",
@@ -92,6 +101,7 @@ __all__ = [
     "logz_quadrature",
     "models",
     "no_guide",
+    "observed_ebm_sites",
     "pseudo_log_likelihood",
     "sample_chains",
     "save_checkpoint",

@@ -14,19 +14,17 @@ import pytest
 from numpyro.infer import SVI, Trace_ELBO
 
 import numpyro_ebm
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.conditional import (
+from numpyro_ebm.estimators import (
     CombinedLoss,
     ConditionalMaximumLikelihood,
+    ContrastiveDivergence,
+    PersistentContrastiveDivergence,
     conditional_nll,
     enumerate_energies,
     joint_energy,
     label_ebm,
     label_energies,
-)
-from numpyro_ebm.estimators.contrastive import (
-    ContrastiveDivergence,
-    PersistentContrastiveDivergence,
+    no_guide,
 )
 
 K, D = 3, 4
@@ -167,7 +165,7 @@ def test_conditional_ebm_matches_logistic_regression():
         loss=ConditionalMaximumLikelihood(),
     )
     result = svi.run(jax.random.key(0), 600, x, y, progress_bar=False)
-    pred = label_energies(linear_model, result.params, "y", x_test).argmin(-1)
+    pred = label_energies(linear_model, result.params, "y", model_args=(x_test,)).argmin(-1)
     acc = float((pred == y_test).mean())
     lr = LogisticRegression(max_iter=1000).fit(np.asarray(x), np.asarray(y))
     lr_acc = lr.score(np.asarray(x_test), np.asarray(y_test))
@@ -236,6 +234,9 @@ def test_jem_combined_loss_is_sum_and_trains():
     np.testing.assert_allclose(total, pcd_loss + 2.0 * cml_loss, rtol=1e-5)
     assert set(state) == {"pcd_chains"}
     result = svi.run(jax.random.key(1), 200, x, y, progress_bar=False)
-    pred = label_energies(jem_model, result.params, "y", x, subsample_size=None).argmin(-1)
+    table = label_energies(
+        jem_model, result.params, "y", model_args=(x,), model_kwargs={"subsample_size": None}
+    )
+    pred = table.argmin(-1)
     assert float((pred == y).mean()) > 0.9
     assert np.all(np.isfinite(np.asarray(result.losses)))

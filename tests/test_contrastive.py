@@ -16,12 +16,12 @@ from blackjax.base import SamplingAlgorithm
 from numpyro.infer import SVI
 
 import numpyro_ebm
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.contrastive import (
+from numpyro_ebm.estimators import (
     PCD_STATE,
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
     contrastive_divergence_loss,
+    no_guide,
 )
 
 # ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from numpyro.distributions import constraints
 from numpyro.infer import SVI
 
 from numpyro_ebm import Unnormalized
-from numpyro_ebm.estimators.base import no_guide
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation, nce_loss
 
 
@@ -176,7 +176,7 @@ def test_multivariate_normal_noise_log_prob_matches_numpyro():
     noise = wide_noise(gaussian_data(3, 100))
     loss = NoiseContrastiveEstimation(noise)
     z = noise.sample(jax.random.key(6), (4, 50))
-    ours, numpyro_log_prob = jax.jit(lambda z: (loss._noise_log_prob(z), noise.log_prob(z)))(z)
+    ours, numpyro_log_prob = jax.jit(lambda z: (loss.noise_log_prob(z), noise.log_prob(z)))(z)
     np.testing.assert_allclose(ours, numpyro_log_prob, rtol=1e-5, atol=1e-5)
 
 

@@ -13,7 +13,7 @@ from numpyro.distributions import constraints
 from numpyro.infer import SVI
 
 from numpyro_ebm import Unnormalized
-from numpyro_ebm.estimators.base import no_guide
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import (
     DenoisingScoreMatching,
     ScoreMatching,

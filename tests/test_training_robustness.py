@@ -16,11 +16,11 @@ from numpyro.infer import SVI
 from numpyro.infer.svi import SVIRunResult
 
 import numpyro_ebm
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.contrastive import (
+from numpyro_ebm.estimators import (
     PCD_STATE,
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
+    no_guide,
 )
 from numpyro_ebm.training import (
     check_finite_params,
@@ -143,12 +143,14 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, progress_bar):
     full = make().run(key, 20, DATA, progress_bar=progress_bar)
 
     first = make().run(key, 10, DATA, progress_bar=progress_bar)
-    path = tmp_path / "ckpt.pkl"
+    path = tmp_path / "ckpt.msgpack"
     save_checkpoint(path, first.state)
 
     svi = make()  # a fresh SVI, as in a new process
-    svi.init(jax.random.key(99), DATA)  # sets up the parameter transforms; its state is unused
-    state = load_checkpoint(path)
+    # init sets up the parameter transforms; its state is only the template of the structure
+    template = svi.init(jax.random.key(99), DATA)
+    state = load_checkpoint(path, like=template)
+    assert type(state) is type(first.state)  # the SVIState namedtuple
     _leaves_equal(state, first.state)
     resumed = svi.run(jax.random.key(123), 10, DATA, progress_bar=progress_bar, init_state=state)
 
