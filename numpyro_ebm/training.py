@@ -79,17 +79,17 @@ def check_svi_result(svi_result, max_skipped_fraction: float = 0.1) -> None:
     """
     check_finite_params(svi_result.params)
     losses = np.asarray(svi_result.losses)
-    num_steps = max(losses.size, 1)
+    num_updates = max(losses.size, 1)
     skipped_nan = int(np.count_nonzero(~np.isfinite(losses)))
     optim_state = svi_result.state.optim_state if svi_result.state is not None else None
     skipped = max(skipped_nan, _skipped_by_optax(optim_state))
     if not skipped:
         return
     message = (
-        f"{skipped} of {num_steps} training steps had a non-finite loss or gradient and were "
+        f"{skipped} of {num_updates} training steps had a non-finite loss or gradient and were "
         "skipped (the parameters stayed finite)."
     )
-    if skipped > max_skipped_fraction * num_steps:
+    if skipped > max_skipped_fraction * num_updates:
         raise FloatingPointError(f"{message} {_HINT}")
     warnings.warn(f"{message} {_HINT}", RuntimeWarning, stacklevel=2)
 

@@ -1,20 +1,15 @@
 """Estimators: losses for NumPyro's ``SVI`` that train the observed ``Unnormalized`` site(s).
 
-One base (:class:`EnergyEstimator`, in ``base.py``), one estimator per module, and
+One base (:class:`EnergyEstimator`, in ``base.py``; the site trace and selection in
+``sites.py``), one estimator per module, and
 :class:`CombinedLoss` to train several kinds of sites of one model together.
 """
 
 from numpyro_ebm.estimators.base import (
     ANY_SITE,
-    EBMSite,
     EnergyEstimator,
     check_model_inputs,
-    check_site_names,
-    is_label_site,
     no_guide,
-    observed_ebm_sites,
-    select_sites,
-    site_events,
     split_key,
 )
 from numpyro_ebm.estimators.combined import CombinedLoss
@@ -42,6 +37,14 @@ from numpyro_ebm.estimators.score_matching import (
     denoising_score_matching_loss,
     score_matching_loss,
     sliced_score_matching_loss,
+)
+from numpyro_ebm.estimators.sites import (
+    EBMSite,
+    check_site_names,
+    is_label_site,
+    observed_ebm_sites,
+    select_sites,
+    site_events,
 )
 
 __all__ = [

@@ -74,8 +74,9 @@ from numpyro.distributions import constraints
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import trace_model, unwrap_distribution
-from numpyro_ebm.estimators.base import EBMSite, EnergyEstimator
+from numpyro_ebm.estimators.base import EnergyEstimator
 from numpyro_ebm.estimators.contrastive import check_alpha, contrastive_divergence_loss
+from numpyro_ebm.estimators.sites import EBMSite
 
 __all__ = [
     "ConditionalMaximumLikelihood",

@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators.base import EBMSite, EnergyEstimator, site_events
+from numpyro_ebm.estimators.base import EnergyEstimator
+from numpyro_ebm.estimators.sites import EBMSite, site_events
 from numpyro_ebm.sampling.chains import build_algorithm, sample_chains
 
 __all__ = ["ContrastiveDivergence", "contrastive_divergence_loss", "check_alpha", "check_kernel"]

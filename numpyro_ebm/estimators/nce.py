@@ -30,7 +30,8 @@ from jax.scipy.linalg import solve_triangular
 from numpyro.distributions import Distribution, MultivariateNormal
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators.base import EBMSite, EnergyEstimator
+from numpyro_ebm.estimators.base import EnergyEstimator
+from numpyro_ebm.estimators.sites import EBMSite
 
 __all__ = ["NoiseContrastiveEstimation", "nce_loss", "noise_log_prob_fn"]
 

@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators.base import ANY_SITE, EBMSite, site_events
+from numpyro_ebm.estimators.base import ANY_SITE
 from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
+from numpyro_ebm.estimators.sites import EBMSite, site_events
 from numpyro_ebm.sampling.chains import sample_chains
 
 __all__ = ["PCD_STATE", "PersistentContrastiveDivergence"]

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators.base import EBMSite, EnergyEstimator
+from numpyro_ebm.estimators.base import EnergyEstimator
+from numpyro_ebm.estimators.sites import EBMSite
 
 __all__ = [
     "ScoreMatching",
