@@ -36,8 +36,7 @@ import optax
 from _machine import machine_info  # noqa: E402
 from numpyro.infer import SVI
 
-from numpyro_ebm.estimators import no_guide
-from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
+from numpyro_ebm.estimators import ContrastiveDivergence, no_guide
 from numpyro_ebm.evaluation.ais import logz_ais
 from numpyro_ebm.models.rbm import RBM
 from numpyro_ebm.sampling.gibbs import gibbs

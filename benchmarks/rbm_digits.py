@@ -35,10 +35,10 @@ import optax
 from _machine import machine_info  # noqa: E402
 from numpyro.infer import SVI
 
-from numpyro_ebm.estimators import no_guide
-from numpyro_ebm.estimators.contrastive import (
+from numpyro_ebm.estimators import (
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
+    no_guide,
 )
 from numpyro_ebm.models.rbm import RBM, bernoulli_base
 

@@ -91,18 +91,17 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     import optax
     from numpyro.optim import optax_to_numpyro
 
-    from numpyro_ebm.estimators.base import no_guide
-    from numpyro_ebm.estimators.contrastive import (
+    from numpyro_ebm.estimators import (
         ContrastiveDivergence,
-        PersistentContrastiveDivergence,
-    )
-    from numpyro_ebm.estimators.fce import FlowContrastiveEstimation
-    from numpyro_ebm.estimators.flows import fce_optimizer, flow_guide
-    from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation
-    from numpyro_ebm.estimators.score_matching import (
         DenoisingScoreMatching,
+        FlowContrastiveEstimation,
+        NoiseContrastiveEstimation,
+        PersistentContrastiveDivergence,
         ScoreMatching,
         SlicedScoreMatching,
+        fce_optimizer,
+        flow_guide,
+        no_guide,
     )
     from numpyro_ebm.sampling.langevin import ula
 
@@ -142,8 +141,8 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
         return make_model(True), no_guide, adam(1e-3, n), loss, n, {}
     if name == "FCE":
         n = steps or 5000
-        guide = flow_guide("x", 2, key=key, flow="coupling-spline", loc=mean, scale=std)
-        optim = fce_optimizer(guide, ebm_lr=1e-3, flow_lr=3e-4, num_steps=n)
+        guide = flow_guide("x", 2, rng_key=key, flow="coupling-spline", loc=mean, scale=std)
+        optim = fce_optimizer(guide, ebm_lr=1e-3, flow_lr=3e-4, num_updates=n)
         loss = FlowContrastiveEstimation(num_noise=1, flow_mle_weight=0.1)
         return make_model(True), guide, optim, loss, n, {"guide": guide}
     raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}")

@@ -33,7 +33,7 @@ from numpyro.infer import SVI
 import numpyro_ebm
 from numpyro_ebm.applications import anomaly_scores
 from numpyro_ebm.datasets import two_moons
-from numpyro_ebm.estimators.base import no_guide
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation import auroc
 

@@ -38,15 +38,15 @@ from numpyro.infer import SVI
 
 import numpyro_ebm
 from numpyro_ebm.applications import predict_min_energy
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.conditional import (
+from numpyro_ebm.estimators import (
     CombinedLoss,
     ConditionalMaximumLikelihood,
+    PersistentContrastiveDivergence,
     joint_energy,
     label_ebm,
     label_energies,
+    no_guide,
 )
-from numpyro_ebm.estimators.contrastive import PersistentContrastiveDivergence
 
 DIM, NUM_CLASSES = 64, 10
 
@@ -91,7 +91,9 @@ def load_digits_split():
 
 
 def accuracy(model, params, x, y):
-    table = label_energies(model, params, "y", jnp.asarray(x), batch_size=None)
+    table = label_energies(
+        model, params, "y", model_args=(jnp.asarray(x),), model_kwargs={"batch_size": None}
+    )
     return float((predict_min_energy(table) == jnp.asarray(y)).mean()), table
 
 

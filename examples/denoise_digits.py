@@ -45,7 +45,7 @@ from numpyro_ebm.applications import (
     tweedie_denoise,
     wiener_denoise,
 )
-from numpyro_ebm.estimators.base import no_guide
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation import psnr
 

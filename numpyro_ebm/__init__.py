@@ -17,21 +17,22 @@ from numpyro_ebm.estimators import (
     ConditionalMaximumLikelihood,
     ContrastiveDivergence,
     DenoisingScoreMatching,
+    EBMSite,
+    EnergyEstimator,
     FlowContrastiveEstimation,
+    FlowGuide,
     NoiseContrastiveEstimation,
     PersistentContrastiveDivergence,
     ScoreMatching,
     SlicedScoreMatching,
-    check_finite_params,
-    check_svi_result,
     contrastive_divergence_loss,
+    fce_optimizer,
+    flow_guide,
     label_ebm,
     label_energies,
-    load_checkpoint,
     no_guide,
-    save_checkpoint,
+    observed_ebm_sites,
 )
-from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
 from numpyro_ebm.evaluation import diagnostics
 from numpyro_ebm.evaluation.ais import (
     AISResult,
@@ -52,6 +53,12 @@ from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
+from numpyro_ebm.training import (
+    check_finite_params,
+    check_svi_result,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 __version__ = "0.1.0"
 
@@ -65,6 +72,8 @@ __all__ = [
     "ConditionalMaximumLikelihood",
     "ContrastiveDivergence",
     "DenoisingScoreMatching",
+    "EBMSite",
+    "EnergyEstimator",
     "FlowContrastiveEstimation",
     "FlowGuide",
     "LogLikelihood",
@@ -99,6 +108,7 @@ __all__ = [
     "models",
     "nets",
     "no_guide",
+    "observed_ebm_sites",
     "pseudo_log_likelihood",
     "sample_chains",
     "save_checkpoint",

@@ -3,19 +3,21 @@
 Nothing here replaces NumPyro's loop. Skipping non-finite updates is NumPyro's and Optax's job
 (``svi.run(..., stable_update=True)``, ``optax.apply_if_finite``); these helpers make the outcome
 loud (:func:`check_finite_params`, :func:`check_svi_result`) and save/restore the whole
-``SVIState``, persistent chains included (:func:`save_checkpoint`, :func:`load_checkpoint`).
+``SVIState``, persistent chains included (:func:`save_checkpoint`, :func:`load_checkpoint`), in a
+msgpack file (``flax.serialization``) that holds only arrays and strings: loading one never runs
+code, unlike a pickle.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 import optax
+from flax import serialization
 
 __all__ = ["check_finite_params", "check_svi_result", "save_checkpoint", "load_checkpoint"]
 
@@ -26,13 +28,6 @@ _HINT = (
     "stable_update=True)` or `optax.apply_if_finite(optimizer, max_consecutive_errors)` to skip "
     "non-finite updates."
 )
-
-
-def _path_name(path) -> str:
-    return "".join(
-        f"[{k.key!r}]" if isinstance(k, jax.tree_util.DictKey) else jax.tree_util.keystr((k,))
-        for k in path
-    )
 
 
 def check_finite_params(params, what: str = "params") -> None:
@@ -53,7 +48,7 @@ def check_finite_params(params, what: str = "params") -> None:
         arr = np.asarray(leaf)
         if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
             count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            bad.append(f"{what}{_path_name(path)} ({count} of {arr.size} non-finite)")
+            bad.append(f"{what}{jax.tree_util.keystr(path)} ({count} of {arr.size} non-finite)")
     if bad:
         raise FloatingPointError(f"non-finite values in {', '.join(bad)}. {_HINT}")
 
@@ -84,17 +79,17 @@ def check_svi_result(svi_result, max_skipped_fraction: float = 0.1) -> None:
     """
     check_finite_params(svi_result.params)
     losses = np.asarray(svi_result.losses)
-    num_steps = max(losses.size, 1)
+    num_updates = max(losses.size, 1)
     skipped_nan = int(np.count_nonzero(~np.isfinite(losses)))
     optim_state = svi_result.state.optim_state if svi_result.state is not None else None
     skipped = max(skipped_nan, _skipped_by_optax(optim_state))
     if not skipped:
         return
     message = (
-        f"{skipped} of {num_steps} training steps had a non-finite loss or gradient and were "
+        f"{skipped} of {num_updates} training steps had a non-finite loss or gradient and were "
         "skipped (the parameters stayed finite)."
     )
-    if skipped > max_skipped_fraction * num_steps:
+    if skipped > max_skipped_fraction * num_updates:
         raise FloatingPointError(f"{message} {_HINT}")
     warnings.warn(f"{message} {_HINT}", RuntimeWarning, stacklevel=2)
 
@@ -102,43 +97,56 @@ def check_svi_result(svi_result, max_skipped_fraction: float = 0.1) -> None:
 # --------------------------------------------------------------------------------------------
 # checkpoints
 
-
-class _Key(NamedTuple):
-    """A typed JAX PRNG key as plain data (``jax.random.key_data``) plus its implementation."""
-
-    impl: str
-    data: np.ndarray
+_FORMAT = "numpyro_ebm.checkpoint"
+_VERSION = 1
+# First byte of a pickle: the protocol marker (protocols 2-5) or a protocol 0/1 opcode. A
+# checkpoint starts with a msgpack map header (0x80-0x8f with a non-empty map, 0xde, 0xdf).
+_PICKLE_OPCODES = (b"\x80", b"(", b"c", b"]", b"}", b")", b"N")
 
 
 def _is_typed_key(x) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _to_host(tree):
-    def leaf(x):
-        if _is_typed_key(x):
-            return _Key(str(jax.random.key_impl(x)), np.asarray(jax.random.key_data(x)))
-        if isinstance(x, jax.Array):
-            return np.asarray(x)
-        return x
+def _encode_leaf(path: str, x) -> dict:
+    if _is_typed_key(x):
+        return {
+            "key_impl": str(jax.random.key_impl(x)),
+            "key_data": np.asarray(jax.random.key_data(x)),
+        }
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        return {"array": np.asarray(x)}
+    if isinstance(x, (bool, int, float)):
+        return {"scalar": x}
+    raise TypeError(
+        f"save_checkpoint: the leaf at {path} is a {type(x).__name__}; a checkpoint holds arrays, "
+        "PRNG keys and Python scalars only."
+    )
 
-    return jax.tree.map(leaf, tree)
 
-
-def _from_host(tree):
-    def leaf(x):
-        if isinstance(x, _Key):
-            return jax.random.wrap_key_data(jax.numpy.asarray(x.data), impl=x.impl)
-        if isinstance(x, np.ndarray):
-            return jax.numpy.asarray(x)
-        return x
-
-    return jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, _Key))
+def _decode_leaf(path: str, entry: dict):
+    if "key_impl" in entry:
+        return jax.random.wrap_key_data(
+            jax.numpy.asarray(entry["key_data"]), impl=entry["key_impl"]
+        )
+    if "array" in entry:
+        return jax.numpy.asarray(entry["array"])
+    if "scalar" in entry:
+        return entry["scalar"]
+    raise ValueError(
+        f"load_checkpoint: the entry at {path} is neither an array, a key nor a scalar."
+    )
 
 
 def save_checkpoint(path: str | os.PathLike, svi_state: Any) -> None:
     """Save an ``SVIState`` (parameters, optimizer state, mutable state such as PCD chains and
-    replay buffer, and the PRNG key) to ``path`` with ``pickle``.
+    replay buffer, and the PRNG key) to ``path``.
+
+    The file is msgpack (``flax.serialization.msgpack_serialize``) of a flat dictionary: every
+    leaf of the state, under its ``jax.tree_util.keystr`` path, as a NumPy array (typed PRNG keys
+    as their ``jax.random.key_data`` plus the name of their implementation), and a manifest (the
+    paths and the tree structure as text). It holds no code: :func:`load_checkpoint` rebuilds the
+    state's structure from a template of your own.
 
     Resuming from it continues the run exactly: ``svi.run(key, n, data, init_state=state)``
     gives bit-for-bit what the uninterrupted run would have (the key inside the state drives
@@ -149,23 +157,100 @@ def save_checkpoint(path: str | os.PathLike, svi_state: Any) -> None:
     .. code-block:: python
 
         result = svi.run(key, 1000, data)
-        numpyro_ebm.save_checkpoint("ckpt.pkl", result.state)
+        numpyro_ebm.save_checkpoint("ckpt.msgpack", result.state)
         # later, in a new process: build the same model/guide/optimizer/loss, then
         svi = SVI(model, pcd.guide, optim, loss=pcd)
-        svi.init(key, data)                       # sets up svi's parameter transforms
-        state = numpyro_ebm.load_checkpoint("ckpt.pkl")
+        template = svi.init(key, data)          # also sets up svi's parameter transforms
+        state = numpyro_ebm.load_checkpoint("ckpt.msgpack", like=template)
         result = svi.run(key, 1000, data, init_state=state)
     """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(svi_state)
+    paths = [jax.tree_util.keystr(p) for p, _ in leaves]
+    payload = {
+        "format": _FORMAT,
+        "version": _VERSION,
+        "treedef": str(treedef),
+        "paths": {str(i): p for i, p in enumerate(paths)},
+        "leaves": {str(i): _encode_leaf(p, x) for i, (p, (_, x)) in enumerate(zip(paths, leaves))},
+    }
     with open(path, "wb") as f:
-        pickle.dump(_to_host(svi_state), f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.write(serialization.msgpack_serialize(payload))
 
 
-def load_checkpoint(path: str | os.PathLike) -> Any:
-    """Load what :func:`save_checkpoint` wrote: the ``SVIState``, as JAX arrays.
-
-    Only load files you trust: this uses ``pickle``. Call ``svi.init`` on the ``SVI`` object
-    before passing the state to ``svi.run(..., init_state=state)`` or ``svi.update``: ``init``
-    sets up its parameter transforms.
-    """
+def _read_checkpoint(path) -> dict:
     with open(path, "rb") as f:
-        return _from_host(pickle.load(f))
+        raw = f.read()
+    if raw[:1] in _PICKLE_OPCODES:
+        raise ValueError(
+            f"load_checkpoint: {os.fspath(path)!r} looks like a pickle file (numpyro-ebm 0.1 "
+            "checkpoints were pickles). Pickles are never loaded, since loading one can run "
+            "arbitrary code; re-save the state with numpyro_ebm 0.2's save_checkpoint."
+        )
+    try:
+        payload = serialization.msgpack_restore(raw)
+    except Exception as err:  # noqa: BLE001 - any decoding failure means "not a checkpoint"
+        raise ValueError(
+            f"load_checkpoint: {os.fspath(path)!r} is not a checkpoint written by "
+            f"numpyro_ebm.save_checkpoint ({type(err).__name__}: {err})."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(
+            f"load_checkpoint: {os.fspath(path)!r} is not a checkpoint written by "
+            "numpyro_ebm.save_checkpoint (no numpyro_ebm manifest)."
+        )
+    if payload.get("version") != _VERSION:
+        raise ValueError(
+            f"load_checkpoint: {os.fspath(path)!r} has format version {payload.get('version')!r}; "
+            f"this numpyro_ebm reads version {_VERSION}."
+        )
+    return payload
+
+
+def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Any:
+    """Load what :func:`save_checkpoint` wrote. Never runs code: a pickle is refused.
+
+    :param path: the checkpoint file.
+    :param like: a template with the structure of the saved state, e.g. the ``SVIState`` that
+        ``svi.init`` returns for the same model, guide, optimizer and loss. The saved leaves are
+        put into its structure (the ``SVIState`` namedtuple, the optimizer's state types), after
+        checking that the paths, shapes and dtypes match. ``None``: a flat dict ``{keystr path:
+        leaf}``, for inspection.
+    :return: the state, as JAX arrays (typed PRNG keys restored with their implementation).
+    :raises ValueError: for a pickle, a file that is no checkpoint, or a ``like`` whose structure,
+        shapes or dtypes differ from the saved state.
+
+    Call ``svi.init`` on the ``SVI`` object before ``svi.run(..., init_state=state)`` or
+    ``svi.update``: ``init`` sets up its parameter transforms (the template comes from it).
+    """
+    payload = _read_checkpoint(path)
+    paths = [payload["paths"][str(i)] for i in range(len(payload["paths"]))]
+    leaves = [_decode_leaf(p, payload["leaves"][str(i)]) for i, p in enumerate(paths)]
+    if like is None:
+        return dict(zip(paths, leaves))
+    template, treedef = jax.tree_util.tree_flatten_with_path(like)
+    like_paths = [jax.tree_util.keystr(p) for p, _ in template]
+    if like_paths != paths:
+        extra = sorted(set(paths) - set(like_paths))
+        missing = sorted(set(like_paths) - set(paths))
+        raise ValueError(
+            "load_checkpoint: `like` does not have the structure of the saved state: the "
+            f"checkpoint has {len(paths)} leaves, `like` {len(like_paths)}; only in the "
+            f"checkpoint: {extra[:5]}, only in `like`: {missing[:5]}. Build `like` with the same "
+            "model, guide, optimizer and loss (`svi.init(...)`)."
+        )
+    for p, leaf, (_, want) in zip(paths, leaves, template):
+        if _describe(leaf) != _describe(want):
+            raise ValueError(
+                f"load_checkpoint: the leaf at {p} is {_describe(leaf)} in the checkpoint but "
+                f"{_describe(want)} in `like`."
+            )
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _describe(x) -> str:
+    """``"float32[3, 2]"``, ``"key<threefry2x32>[]"``, or the Python type of a scalar."""
+    if _is_typed_key(x):
+        return f"key<{jax.random.key_impl(x)}>{list(x.shape)}"
+    if hasattr(x, "dtype") and hasattr(x, "shape"):
+        return f"{np.dtype(x.dtype).name}{list(x.shape)}"
+    return type(x).__name__

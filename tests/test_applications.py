@@ -26,7 +26,7 @@ from numpyro_ebm.applications import (
     wiener_denoise,
 )
 from numpyro_ebm.datasets import two_moons
-from numpyro_ebm.estimators.base import no_guide
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation import auroc, psnr
 from numpyro_ebm.nets import MLPEnergy

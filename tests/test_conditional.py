@@ -14,19 +14,18 @@ import pytest
 from numpyro.infer import SVI, Trace_ELBO
 
 import numpyro_ebm
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.conditional import (
+from numpyro_ebm.estimators import (
     CombinedLoss,
     ConditionalMaximumLikelihood,
+    ContrastiveDivergence,
+    PersistentContrastiveDivergence,
     conditional_nll,
     enumerate_energies,
     joint_energy,
     label_ebm,
     label_energies,
-)
-from numpyro_ebm.estimators.contrastive import (
-    ContrastiveDivergence,
-    PersistentContrastiveDivergence,
+    no_guide,
+    split_key,
 )
 
 K, D = 3, 4
@@ -167,7 +166,7 @@ def test_conditional_ebm_matches_logistic_regression():
         loss=ConditionalMaximumLikelihood(),
     )
     result = svi.run(jax.random.key(0), 600, x, y, progress_bar=False)
-    pred = label_energies(linear_model, result.params, "y", x_test).argmin(-1)
+    pred = label_energies(linear_model, result.params, "y", model_args=(x_test,)).argmin(-1)
     acc = float((pred == y_test).mean())
     lr = LogisticRegression(max_iter=1000).fit(np.asarray(x), np.asarray(y))
     lr_acc = lr.score(np.asarray(x_test), np.asarray(y_test))
@@ -220,22 +219,96 @@ def test_jem_combined_loss_is_sum_and_trains():
     )
     cml = ConditionalMaximumLikelihood()
     jem = CombinedLoss(pcd, cml, weights=(1.0, 2.0))
-    svi = SVI(jem_model, pcd.guide, optax.adam(0.03), loss=jem)
+    svi = SVI(jem_model, jem.guide, optax.adam(0.03), loss=jem)
     state = svi.init(jax.random.key(0), x, y)
     params = {**svi.get_params(state), **state.mutable_state}
 
     @jax.jit
     def losses(key, params):
-        out = [
-            loss.loss_with_mutable_state(key, params, jem_model, pcd.guide, x, y)
-            for loss in (jem, pcd, cml)
+        combined = jem.loss_with_mutable_state(key, params, jem_model, jem.guide, x, y)
+        # member j of a CombinedLoss: the step's model key, and fold_in(loss_key, j)
+        model_key, loss_key = split_key(key)
+        members = [
+            loss.estimate(
+                model_key, jax.random.fold_in(loss_key, j), params, jem_model, jem.guide, (x, y)
+            )
+            for j, loss in enumerate((pcd, cml))
         ]
-        return [o["loss"] for o in out], out[0]["mutable_state"]
+        return [combined["loss"]] + [o["loss"] for o in members], combined["mutable_state"]
 
     (total, pcd_loss, cml_loss), state = losses(jax.random.key(3), params)
     np.testing.assert_allclose(total, pcd_loss + 2.0 * cml_loss, rtol=1e-5)
     assert set(state) == {"pcd_chains"}
     result = svi.run(jax.random.key(1), 200, x, y, progress_bar=False)
-    pred = label_energies(jem_model, result.params, "y", x, subsample_size=None).argmin(-1)
+    table = label_energies(
+        jem_model, result.params, "y", model_args=(x,), model_kwargs={"subsample_size": None}
+    )
+    pred = table.argmin(-1)
     assert float((pred == y).mean()) > 0.9
     assert np.all(np.isfinite(np.asarray(result.losses)))
+
+
+# ------------------------------------------------------------------------------------------
+# CombinedLoss: one minibatch for every member
+
+
+def test_combined_loss_members_see_the_same_minibatch():
+    """DSM + PCD + ConditionalMaximumLikelihood in one CombinedLoss: every trace of the model in
+    one step (DSM's, PCD's two, CML's) draws the same subsample indices, and every member's site
+    data holds those rows. The data rows are their own indices."""
+    import numpyro_ebm as ebm
+
+    n, b = 40, 8
+    traced = []  # the plate's subsample indices, one entry per trace of the model
+
+    def model(rows):
+        w = numpyro.param("w", 1.0)
+        with numpyro.plate("data", n, subsample_size=b) as idx:
+            traced.append(np.asarray(idx))
+            xb = numpyro.subsample(rows, event_dim=0)  # (b,): the row indices, as floats
+            e = lambda v: 0.5 * w * jnp.sum((v - 20.0) ** 2, -1)
+            numpyro.sample("x", ebm.Unnormalized(e, (2,)), obs=jnp.stack([xb, xb], -1))
+            numpyro.sample("z", ebm.Unnormalized(e, (1,)), obs=xb[:, None])
+            numpyro.sample("y", label_ebm(w * jnp.ones((b, n))), obs=xb.astype(jnp.int32))
+
+    seen = {}
+
+    def spy(estimator, name):
+        site_loss = estimator.site_loss
+
+        def recorded(site, rng_key, state):
+            seen[name] = np.asarray(site.data)
+            return site_loss(site, rng_key, state)
+
+        estimator.site_loss = recorded
+        return estimator
+
+    dsm = spy(ebm.DenoisingScoreMatching(0.1, sites=["z"]), "dsm")
+    pcd = spy(
+        PersistentContrastiveDivergence(
+            partial(ebm.ula, step_size=0.1), num_steps=1, num_chains=16,
+            init_dist={"x": dist.Normal(20.0, 10.0).expand([2]).to_event(1)}, sites=["x"],
+        ),
+        "pcd",
+    )
+    cml = spy(ConditionalMaximumLikelihood(), "cml")
+    combined = CombinedLoss(dsm, pcd, cml)
+    rows = jnp.arange(n, dtype=jnp.float32)
+    svi = SVI(model, combined.guide, optax.adam(1e-2), loss=combined)
+    state = svi.init(jax.random.key(0), rows)
+    params = {**svi.get_params(state), **state.mutable_state}
+
+    step_indices = []
+    for key in (jax.random.key(7), jax.random.key(8)):
+        traced.clear()
+        out = combined.loss_with_mutable_state(key, params, model, combined.guide, rows)
+        assert np.isfinite(float(out["loss"])) and set(out["mutable_state"]) == {"pcd_chains"}
+        assert len(traced) == 4  # DSM, PCD (parameters and stop-gradient), CML
+        for idx in traced[1:]:
+            np.testing.assert_array_equal(idx, traced[0])
+        np.testing.assert_array_equal(seen["dsm"][:, 0], traced[0])
+        np.testing.assert_array_equal(seen["pcd"][:, 0], traced[0])
+        np.testing.assert_array_equal(seen["pcd"][:, 1], traced[0])
+        np.testing.assert_array_equal(seen["cml"], traced[0])
+        step_indices.append(traced[0])
+    assert not np.array_equal(*step_indices)  # a new minibatch at a new step

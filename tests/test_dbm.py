@@ -112,7 +112,7 @@ def test_model_observes_mean_field_state_and_pcd_gradient_is_the_surrogate():
     gradient of the mean-field + PCD surrogate mean E(v, sg(mu)) - mean E(sg(chains))."""
     from numpyro import handlers
 
-    from numpyro_ebm.estimators.base import observed_ebm_sites
+    from numpyro_ebm.estimators import observed_ebm_sites
 
     dbm = DBM(4, 3, 2)
     params = random_params(dbm, jax.random.key(11))

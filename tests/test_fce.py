@@ -10,15 +10,17 @@ import pytest
 from numpyro.infer import SVI
 
 from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.estimators import fce as fce_module
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.fce import (
+from numpyro_ebm.estimators import (
     FlowContrastiveEstimation,
+    FlowGuide,
     fce_equilibrium_loss,
+    fce_optimizer,
+    flow_guide,
+    nce_loss,
+    no_guide,
     reverse_gradient,
 )
-from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
-from numpyro_ebm.estimators.nce import nce_loss
+from numpyro_ebm.estimators import fce as fce_module
 
 D = 2
 MU = jnp.array([1.0, -0.5])
@@ -54,17 +56,17 @@ def closed_form_log_Z(params):
 def trained():
     data = gaussian_data()
     guide = flow_guide(
-        "x", D, key=1, flow="coupling-affine", flow_layers=2, nn_width=32,
+        "x", D, rng_key=jax.random.key(1), flow="coupling-affine", flow_layers=2, nn_width=32,
         loc=data.mean(0), scale=data.std(0),
     )  # fmt: skip
-    num_steps = 2000
+    num_updates = 2000
     svi = SVI(
         gaussian_model,
         guide,
-        fce_optimizer(guide, ebm_lr=5e-3, flow_lr=1e-3, num_steps=num_steps),
+        fce_optimizer(guide, ebm_lr=5e-3, flow_lr=1e-3, num_updates=num_updates),
         loss=FlowContrastiveEstimation(num_noise=1, flow_mle_weight=0.1),
     )
-    result = svi.run(jax.random.key(2), num_steps, data, progress_bar=False)
+    result = svi.run(jax.random.key(2), num_updates, data, progress_bar=False)
     return data, guide, result
 
 
@@ -100,7 +102,9 @@ def test_fce_both_models_have_a_test_log_likelihood(trained):
 
 
 def _loss_and_grads(params, data, key):
-    guide = flow_guide("x", D, key=3, flow="coupling-affine", flow_layers=2, nn_width=16)
+    guide = flow_guide(
+        "x", D, rng_key=jax.random.key(3), flow="coupling-affine", flow_layers=2, nn_width=16
+    )
     loss = FlowContrastiveEstimation(num_noise=2, flow_mle_weight=0.0)
 
     def f(p):
@@ -117,7 +121,9 @@ def test_gradient_reversal_sign(monkeypatch):
     )
 
     data = gaussian_data(512)
-    guide = flow_guide("x", D, key=3, flow="coupling-affine", flow_layers=2, nn_width=16)
+    guide = flow_guide(
+        "x", D, rng_key=jax.random.key(3), flow="coupling-affine", flow_layers=2, nn_width=16
+    )
     params = {
         "mu": jnp.array([0.2, 0.1]),
         "P_chol": jnp.eye(D) * 1.3,
@@ -158,13 +164,20 @@ def _run_once(model, guide, loss, data):
 
 def test_errors():
     data = gaussian_data(300)
-    guide = flow_guide("x", D, key=0, flow="coupling-affine", flow_layers=1, nn_width=8)
+    guide = flow_guide(
+        "x", D, rng_key=jax.random.key(0), flow="coupling-affine", flow_layers=1, nn_width=8
+    )
     loss = FlowContrastiveEstimation()
     with pytest.raises(ValueError, match="log_Z"):
         _run_once(lambda d: gaussian_model(d, with_log_Z=False), guide, loss, data)
     with pytest.raises(ValueError, match="no sample site named 'x'"):
         other_site = flow_guide(
-            "y", D, key=0, flow="coupling-affine", flow_layers=1, param_name="x_flow"
+            "y",
+            D,
+            rng_key=jax.random.key(0),
+            flow="coupling-affine",
+            flow_layers=1,
+            param_name="x_flow",
         )
         _run_once(gaussian_model, other_site, loss, data)
     with pytest.raises(ValueError, match="flow guide"):
@@ -179,12 +192,20 @@ def test_errors():
         flow_guide("x", D, flow="maf")
     with pytest.raises(ValueError, match="event_dim"):
         flow_guide("x", 1)
+    with pytest.raises(TypeError, match="rng_key.*required"):
+        flow_guide("x", D)
+    with pytest.raises(TypeError, match="rng_key.*not an int seed"):
+        flow_guide("x", D, 0)
     with pytest.raises(TypeError, match="flow_params"):
         fce_optimizer("x_flow")
+    with pytest.raises(ValueError, match="num_updates"):
+        fce_optimizer(["x_flow"], num_updates=0)
 
 
 def test_flow_guide_is_a_numpyro_guide():
-    guide = flow_guide("x", 3, key=0, flow="coupling-spline", flow_layers=2, loc=1.0, scale=2.0)
+    guide = flow_guide(
+        "x", 3, rng_key=jax.random.key(0), flow="coupling-spline", flow_layers=2, loc=1.0, scale=2.0
+    )
     assert isinstance(guide, FlowGuide)
     tr = numpyro.handlers.trace(numpyro.handlers.seed(guide, 0)).get_trace()
     assert tr["x"]["type"] == "sample" and tr["x"]["value"].shape == (3,)
@@ -216,15 +237,22 @@ def test_fce_learns_gaussian_log_Z_5d():
             batch = numpyro.subsample(data, event_dim=1)
             numpyro.sample("x", Unnormalized(energy, (dim,), log_Z=log_Z), obs=batch)
 
-    guide = flow_guide("x", dim, key=1, flow="coupling-affine", loc=data.mean(0), scale=data.std(0))
-    num_steps = 6000
+    guide = flow_guide(
+        "x",
+        dim,
+        rng_key=jax.random.key(1),
+        flow="coupling-affine",
+        loc=data.mean(0),
+        scale=data.std(0),
+    )
+    num_updates = 6000
     svi = SVI(
         model,
         guide,
-        fce_optimizer(guide, ebm_lr=5e-3, flow_lr=1e-3, num_steps=num_steps),
+        fce_optimizer(guide, ebm_lr=5e-3, flow_lr=1e-3, num_updates=num_updates),
         loss=FlowContrastiveEstimation(num_noise=1, flow_mle_weight=0.1),
     )
-    params = svi.run(jax.random.key(2), num_steps, data, progress_bar=False).params
+    params = svi.run(jax.random.key(2), num_updates, data, progress_bar=False).params
     chol = jnp.tril(params["P_chol"])
     closed_form = 0.5 * dim * math.log(2 * math.pi) - 0.5 * jnp.linalg.slogdet(chol @ chol.T)[1]
     assert abs(float(params["log_Z"] - closed_form)) < 0.1

@@ -24,8 +24,7 @@ from numpyro_ebm import (
     no_guide,
     sample_chains,
 )
-from numpyro_ebm.estimators.base import observed_ebm_sites
-from numpyro_ebm.estimators.contrastive import is_label_site, select_sites
+from numpyro_ebm.estimators import is_label_site, observed_ebm_sites, select_sites
 from numpyro_ebm.models import (
     DBM,
     RBM,

@@ -15,8 +15,7 @@ import pytest
 from numpyro.infer import SVI
 
 from numpyro_ebm import PersistentContrastiveDivergence, sample_chains
-from numpyro_ebm.estimators import no_guide
-from numpyro_ebm.estimators.contrastive import ContrastiveDivergence, contrastive_divergence_loss
+from numpyro_ebm.estimators import ContrastiveDivergence, contrastive_divergence_loss, no_guide
 from numpyro_ebm.evaluation.partition import logz_quadrature
 from numpyro_ebm.models.expfam import ExponentialFamily, gaussian_statistics
 from numpyro_ebm.models.product import ProductOfExperts, gaussian_product

@@ -10,11 +10,7 @@ import optax
 import pytest
 from numpyro.infer import SVI
 
-from numpyro_ebm.estimators import no_guide
-from numpyro_ebm.estimators.contrastive import (
-    ContrastiveDivergence,
-    PersistentContrastiveDivergence,
-)
+from numpyro_ebm.estimators import ContrastiveDivergence, PersistentContrastiveDivergence, no_guide
 from numpyro_ebm.models.rbm import RBM, GaussianBernoulliRBM, bernoulli_base
 
 

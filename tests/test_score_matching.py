@@ -7,13 +7,13 @@ import numpy as np
 import numpyro
 import optax
 import pytest
-from _gradcheck import grad_and_central_differences  # noqa: E402
+from _gradcheck import check_grads_along_each_coordinate  # noqa: E402
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints
 from numpyro.infer import SVI
 
-from numpyro_ebm import Unnormalized
-from numpyro_ebm.estimators.base import no_guide
+from numpyro_ebm import Unnormalized, label_ebm
+from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import (
     DenoisingScoreMatching,
     ScoreMatching,
@@ -249,8 +249,7 @@ def test_gradient_matches_finite_differences(loss):
         params = {"mu": jnp.asarray([0.1, -0.2]), "L": L}
         flat, unravel = ravel_pytree(params)
         f = lambda z: loss.loss(jax.random.key(7), unravel(z), gaussian_model, no_guide, data)
-        grad, fd = grad_and_central_differences(f, flat)
-        np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+        check_grads_along_each_coordinate(f, flat, rtol=1e-6, atol=1e-8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,6 +347,45 @@ def test_conditional_energy_sees_its_inputs_per_example():
 
     expected = jnp.mean(0.5 * p**2 * (y - w * x) ** 2 - p)
     np.testing.assert_allclose(losses(x, y), [expected, expected], rtol=1e-5)
+
+
+def test_sites_argument_selects_and_checks_sites():
+    x1 = jax.random.normal(jax.random.key(9), (12, 2))
+    x2 = jax.random.normal(jax.random.key(10), (7, 2)) + 1.0
+    labels = jnp.arange(5) % 3
+    E = gaussian_energy(jnp.zeros(2), jnp.asarray([[2.0, 0.3], [0.3, 1.0]]))
+
+    def site(name, data):
+        with numpyro.plate(f"plate_{name}", data.shape[0]):
+            numpyro.sample(name, Unnormalized(E, (2,)), obs=data)
+
+    def model(a, b, y):
+        site("a", a)
+        site("b", b)
+        with numpyro.plate("labels", y.shape[0]):
+            numpyro.sample("y", label_ebm(jnp.zeros((y.shape[0], 3))), obs=y)
+
+    key = jax.random.key(0)
+    only_a = ScoreMatching(sites=["a"]).loss(key, {}, model, no_guide, x1, x2, labels)
+    alone = ScoreMatching().loss(key, {}, site, no_guide, "a", x1)
+    np.testing.assert_allclose(only_a, alone, rtol=1e-6)
+    # default: every continuous site (the label site is left alone)
+    both = ScoreMatching().loss(key, {}, model, no_guide, x1, x2, labels)
+    b_alone = ScoreMatching().loss(key, {}, site, no_guide, "b", x2)
+    np.testing.assert_allclose(both, alone + b_alone, rtol=1e-6)
+    with pytest.raises(ValueError, match="`sites`.*names \\['y'\\].*ConditionalMaximumLikelihood"):
+        DenoisingScoreMatching(0.1, sites=["y"]).loss(key, {}, model, no_guide, x1, x2, labels)
+    with pytest.raises(ValueError, match="`sites`.*not observed"):
+        SlicedScoreMatching(sites="c").loss(key, {}, model, no_guide, x1, x2, labels)
+    with pytest.raises(TypeError, match="`sites`"):
+        ScoreMatching(sites=3)
+
+    def labels_only(y):
+        with numpyro.plate("labels", y.shape[0]):
+            numpyro.sample("y", label_ebm(jnp.zeros((y.shape[0], 3))), obs=y)
+
+    with pytest.raises(ValueError, match="continuous support"):
+        ScoreMatching().loss(key, {}, labels_only, no_guide, labels)
 
 
 SSM_VARIANTS = [(p, vr) for p in ("rademacher", "gaussian") for vr in (True, False)]

@@ -1,6 +1,7 @@
 """Training robustness with the contrastive estimators: the NaN guard, checkpoint/resume, and
 clear errors on bad input."""
 
+import pickle
 import warnings
 from functools import partial
 
@@ -16,11 +17,11 @@ from numpyro.infer import SVI
 from numpyro.infer.svi import SVIRunResult
 
 import numpyro_ebm
-from numpyro_ebm.estimators.base import no_guide
-from numpyro_ebm.estimators.contrastive import (
+from numpyro_ebm.estimators import (
     PCD_STATE,
     ContrastiveDivergence,
     PersistentContrastiveDivergence,
+    no_guide,
 )
 from numpyro_ebm.training import (
     check_finite_params,
@@ -143,18 +144,87 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path, progress_bar):
     full = make().run(key, 20, DATA, progress_bar=progress_bar)
 
     first = make().run(key, 10, DATA, progress_bar=progress_bar)
-    path = tmp_path / "ckpt.pkl"
+    path = tmp_path / "ckpt.msgpack"
     save_checkpoint(path, first.state)
 
     svi = make()  # a fresh SVI, as in a new process
-    svi.init(jax.random.key(99), DATA)  # sets up the parameter transforms; its state is unused
-    state = load_checkpoint(path)
+    # init sets up the parameter transforms; its state is only the template of the structure
+    template = svi.init(jax.random.key(99), DATA)
+    state = load_checkpoint(path, like=template)
+    assert type(state) is type(first.state)  # the SVIState namedtuple
     _leaves_equal(state, first.state)
     resumed = svi.run(jax.random.key(123), 10, DATA, progress_bar=progress_bar, init_state=state)
 
     _leaves_equal(resumed.params, full.params)
     _leaves_equal(resumed.state, full.state)  # optimizer state, chains/buffer and key
     np.testing.assert_array_equal(resumed.losses, full.losses[10:])
+
+
+def small_state():
+    from numpyro.infer.svi import SVIState
+
+    return SVIState(
+        optim_state=(jnp.asarray(3), {"mu": jnp.asarray([0.5, -1.0]), "n": jnp.arange(3)}),
+        mutable_state={PCD_STATE: {"*": {"positions": jnp.linspace(0.0, 1.0, 8).reshape(4, 2)}}},
+        rng_key=jax.random.key(5),
+    )
+
+
+def test_checkpoint_round_trip_and_inspection(tmp_path):
+    state = small_state()
+    path = tmp_path / "ckpt.msgpack"
+    save_checkpoint(path, state)
+    restored = load_checkpoint(path, like=state)
+    assert type(restored) is type(state)
+    _leaves_equal(restored, state)
+    assert jax.random.key_impl(restored.rng_key) == jax.random.key_impl(state.rng_key)
+    # without a template: a flat dict {keystr path: leaf}, keys restored as typed keys
+    flat = load_checkpoint(path)
+    assert set(flat) == {
+        ".optim_state[0]", ".optim_state[1]['mu']", ".optim_state[1]['n']",
+        ".mutable_state['pcd_chains']['*']['positions']", ".rng_key",
+    }  # fmt: skip
+    _leaves_equal(flat[".rng_key"], state.rng_key)
+    np.testing.assert_array_equal(flat[".optim_state[1]['n']"], np.arange(3))
+
+
+def test_checkpoint_template_must_match(tmp_path):
+    state = small_state()
+    path = tmp_path / "ckpt.msgpack"
+    save_checkpoint(path, state)
+    other = state._replace(mutable_state=None)
+    with pytest.raises(ValueError, match="`like` does not have the structure"):
+        load_checkpoint(path, like=other)
+    wrong_shape = state._replace(optim_state=(jnp.asarray(3), {"mu": jnp.zeros(3), "n": jnp.arange(3)}))
+    with pytest.raises(ValueError, match=r"\['mu'\] is float32\[2\] in the checkpoint but float32\[3\]"):
+        load_checkpoint(path, like=wrong_shape)
+
+
+class _RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling would create the marker file
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
+def test_checkpoint_refuses_a_pickle_without_running_it(tmp_path, protocol):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"state": _RunsCodeWhenUnpickled(marker)}, protocol=protocol))
+    with pytest.raises(ValueError, match="pickle.*never loaded"):
+        load_checkpoint(path, like=small_state())
+    with pytest.raises(ValueError, match="pickle.*never loaded"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_refuses_other_files(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"\x93NUMPY\x01\x00 not a checkpoint")
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        load_checkpoint(path)
 
 
 # ------------------------------------------------------------------------------------------

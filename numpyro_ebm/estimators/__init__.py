@@ -1,15 +1,19 @@
-"""Estimators: losses for NumPyro's ``SVI`` that train the observed ``Unnormalized`` site(s)."""
+"""Estimators: losses for NumPyro's ``SVI`` that train the observed ``Unnormalized`` site(s).
+
+One base (:class:`EnergyEstimator`, in ``base.py``; the site trace and selection in
+``sites.py``), one estimator per module, and
+:class:`CombinedLoss` to train several kinds of sites of one model together.
+"""
 
 from numpyro_ebm.estimators.base import (
-    EBMSite,
-    EnergyLoss,
-    SiteLoss,
+    ANY_SITE,
+    EnergyEstimator,
     check_model_inputs,
     no_guide,
-    observed_ebm_sites,
+    split_key,
 )
+from numpyro_ebm.estimators.combined import CombinedLoss
 from numpyro_ebm.estimators.conditional import (
-    CombinedLoss,
     ConditionalMaximumLikelihood,
     conditional_nll,
     enumerate_energies,
@@ -17,13 +21,15 @@ from numpyro_ebm.estimators.conditional import (
     label_ebm,
     label_energies,
 )
-from numpyro_ebm.estimators.contrastive import (
-    ContrastiveDivergence,
-    PersistentContrastiveDivergence,
-    contrastive_divergence_loss,
+from numpyro_ebm.estimators.contrastive import ContrastiveDivergence, contrastive_divergence_loss
+from numpyro_ebm.estimators.fce import (
+    FlowContrastiveEstimation,
+    fce_equilibrium_loss,
+    reverse_gradient,
 )
-from numpyro_ebm.estimators.fce import FlowContrastiveEstimation, fce_equilibrium_loss
+from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
 from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation, nce_loss
+from numpyro_ebm.estimators.persistent import PCD_STATE, PersistentContrastiveDivergence
 from numpyro_ebm.estimators.score_matching import (
     DenoisingScoreMatching,
     ScoreMatching,
@@ -32,42 +38,50 @@ from numpyro_ebm.estimators.score_matching import (
     score_matching_loss,
     sliced_score_matching_loss,
 )
-from numpyro_ebm.training import (
-    check_finite_params,
-    check_svi_result,
-    load_checkpoint,
-    save_checkpoint,
+from numpyro_ebm.estimators.sites import (
+    EBMSite,
+    check_site_names,
+    is_label_site,
+    observed_ebm_sites,
+    select_sites,
+    site_events,
 )
 
 __all__ = [
+    "ANY_SITE",
     "CombinedLoss",
     "ConditionalMaximumLikelihood",
-    "conditional_nll",
-    "enumerate_energies",
-    "joint_energy",
-    "label_ebm",
-    "label_energies",
     "ContrastiveDivergence",
     "DenoisingScoreMatching",
     "EBMSite",
-    "EnergyLoss",
+    "EnergyEstimator",
     "FlowContrastiveEstimation",
+    "FlowGuide",
     "NoiseContrastiveEstimation",
+    "PCD_STATE",
     "PersistentContrastiveDivergence",
     "ScoreMatching",
-    "SiteLoss",
     "SlicedScoreMatching",
     "check_model_inputs",
-    "check_finite_params",
-    "check_svi_result",
+    "check_site_names",
+    "conditional_nll",
     "contrastive_divergence_loss",
     "denoising_score_matching_loss",
+    "enumerate_energies",
     "fce_equilibrium_loss",
-    "load_checkpoint",
+    "fce_optimizer",
+    "flow_guide",
+    "is_label_site",
+    "joint_energy",
+    "label_ebm",
+    "label_energies",
     "nce_loss",
     "no_guide",
     "observed_ebm_sites",
-    "save_checkpoint",
+    "reverse_gradient",
     "score_matching_loss",
+    "select_sites",
+    "site_events",
     "sliced_score_matching_loss",
+    "split_key",
 ]

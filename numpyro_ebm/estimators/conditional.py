@@ -1,5 +1,7 @@
 r"""Conditional energies over a class label, :math:`E_\theta(y, x)` with :math:`y \in \{0..K-1\}`,
-trained through NumPyro's ``SVI``; and :class:`CombinedLoss`, to train a joint EBM (JEM).
+trained through NumPyro's ``SVI`` (:class:`ConditionalMaximumLikelihood`), and the building blocks
+to write one (:func:`label_ebm`), predict with it (:func:`label_energies`) or join it to an EBM
+over ``x`` (:func:`joint_energy`).
 
 A conditional EBM over a discrete label is a network with one output per class,
 :math:`E_\theta(y, x) = f_\theta(x)_y`, and
@@ -46,14 +48,16 @@ the ``(batch, K)`` table of energies::
 
     svi = SVI(model, no_guide, optax.adam(1e-3), loss=ConditionalMaximumLikelihood())
 
-Prediction is by minimum energy: ``label_energies(model, params, "y", x_test).argmin(-1)``.
+Prediction is by minimum energy:
+``label_energies(model, params, "y", model_args=(x_test,)).argmin(-1)``.
 (``dist.Categorical(logits=-net(xb))`` with ``Trace_ELBO`` is the same model and gradient; the
 ``Unnormalized`` form is the one that composes with the other EBM estimators, e.g. in JEM.)
 
 **Joint EBM (JEM, Grathwohl et al. 2019).** The same logits define an EBM over ``x``,
 :math:`E_\theta(x) = -\log\sum_y e^{-f_\theta(x)_y}` (:func:`joint_energy`). Add it as a second
 observed site ``numpyro.sample("x", Unnormalized(lambda v: joint_energy(net(v)), (64,)), obs=xb)``
-and train with ``CombinedLoss(PersistentContrastiveDivergence(...), ConditionalMaximumLikelihood())``:
+and train with ``CombinedLoss(PersistentContrastiveDivergence(...), ConditionalMaximumLikelihood())``
+(:mod:`numpyro_ebm.estimators.combined`):
 PCD (SGLD chains with a replay buffer, reinitialization, small steps, the energy penalty
 ``alpha``) trains the continuous ``x`` site, the exact conditional likelihood the discrete ``y``
 site, each estimator taking only the sites of its kind.
@@ -61,26 +65,20 @@ site, each estimator taking only the sites of its kind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax
 import jax.numpy as jnp
+import optax
 from jax.scipy.special import logsumexp
 from numpyro.distributions import constraints
 
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import trace_model, unwrap_distribution
-from numpyro_ebm.estimators.base import EBMSite, EnergyLoss, observed_ebm_sites
-from numpyro_ebm.estimators.contrastive import (
-    _check_alpha,
-    check_site_names,
-    contrastive_divergence_loss,
-    select_sites,
-)
+from numpyro_ebm.estimators.base import EnergyEstimator
+from numpyro_ebm.estimators.contrastive import check_alpha, contrastive_divergence_loss
+from numpyro_ebm.estimators.sites import EBMSite
 
 __all__ = [
-    "CombinedLoss",
     "ConditionalMaximumLikelihood",
     "conditional_nll",
     "enumerate_energies",
@@ -88,11 +86,6 @@ __all__ = [
     "label_ebm",
     "label_energies",
 ]
-
-# Salt that separates this loss's categorical draws from the model trace (same convention as the
-# contrastive losses: the model is traced with the first half of the split key).
-_SAMPLE_SALT = 0xC1A55
-
 
 # --------------------------------------------------------------------------------------------
 # building blocks
@@ -140,14 +133,14 @@ def conditional_nll(energies, labels):
 
     .. math:: \frac1N\sum_n \Big[E(y_n, x_n) + \log\sum_k e^{-E(k, x_n)}\Big]
 
+    (``optax.softmax_cross_entropy_with_integer_labels`` of the logits ``-energies``).
+
     :param energies: ``(N, K)`` (or ``(*batch, K)``).
     :param labels: integer labels ``(N,)`` (or ``(*batch,)``).
     :return: scalar.
     """
-    energies = jnp.asarray(energies)
     labels = jnp.asarray(labels).astype(jnp.int32)
-    e_y = jnp.take_along_axis(energies, labels[..., None], axis=-1)[..., 0]
-    return jnp.mean(e_y + logsumexp(-energies, axis=-1))
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(-jnp.asarray(energies), labels))
 
 
 def _finite_values(support, name: str) -> jax.Array:
@@ -195,14 +188,33 @@ def enumerate_energies(ebm: Unnormalized, batch_shape: tuple, name: str = "y") -
     return jnp.moveaxis(table, 0, -1)
 
 
-def label_energies(model, params, site: str, *args, **kwargs) -> jax.Array:
+def label_energies(model, params, site: str, model_args=(), model_kwargs=None) -> jax.Array:
     r"""The table :math:`E(k, x_n)`, ``(*batch, K)``, of a model's label site under ``params``.
 
-    Traces ``model(*args, **kwargs)`` (call it without labels, e.g. ``model(x_test)``: the site
-    is then latent, which is fine) and enumerates the labels of ``site``. Predict by minimum
-    energy: ``label_energies(...).argmin(-1)``; class probabilities are ``softmax(-table)``.
+    Traces ``model(*model_args, **model_kwargs)`` (call it without labels, e.g.
+    ``model_args=(x_test,)``: the site is then latent, which is fine) and enumerates the labels of
+    ``site``. Predict by minimum energy: ``label_energies(...).argmin(-1)``; class probabilities
+    are ``softmax(-table)``.
+
+    :param model: a NumPyro model with a label site (e.g. built by :func:`label_ebm`).
+    :param params: ``{param name: value}``, e.g. ``svi_result.params``.
+    :param str site: the label site's name.
+    :param tuple model_args: positional arguments of ``model``.
+    :param dict model_kwargs: keyword arguments of ``model``.
+
+    **Example**
+
+    .. code-block:: python
+
+        table = numpyro_ebm.label_energies(model, result.params, "y", model_args=(x_test,))
+        accuracy = (table.argmin(-1) == y_test).mean()
     """
-    tr = trace_model(model, params, args, kwargs)
+    if not isinstance(model_args, (tuple, list)):
+        raise TypeError(
+            f"`model_args` must be a tuple of the model's positional arguments, got "
+            f"{type(model_args).__name__}; e.g. `model_args=(x_test,)`."
+        )
+    tr = trace_model(model, params, tuple(model_args), model_kwargs)
     if site not in tr or tr[site]["type"] != "sample":
         raise ValueError(f"`site`={site!r} is not a sample site of the model.")
     fn = tr[site]["fn"]
@@ -221,33 +233,33 @@ def label_energies(model, params, site: str, *args, **kwargs) -> jax.Array:
 _NEGATIVES = ("exact", "sample")
 
 
-class ConditionalMaximumLikelihood(EnergyLoss):
+class ConditionalMaximumLikelihood(EnergyEstimator):
     r"""Exact maximum likelihood of a discrete conditional EBM :math:`p_\theta(y\mid x)` as a loss
     for ``numpyro.infer.SVI``.
 
-    For every observed :class:`~numpyro_ebm.Unnormalized` site with a finite integer support
-    (e.g. built by :func:`label_ebm`), the labels' energies
-    :math:`E_\theta(k, x_n)` are enumerated (:func:`enumerate_energies`) and
+    For every trained label site (an observed :class:`~numpyro_ebm.Unnormalized` site with a
+    finite integer support and ``event_shape ()``, e.g. built by :func:`label_ebm`), the labels'
+    energies :math:`E_\theta(k, x_n)` are enumerated (:func:`enumerate_energies`) and
 
     - ``negatives="exact"``: loss = :func:`conditional_nll`
       :math:`= \operatorname{mean}_n [E(y_n, x_n) + \log Z(x_n)]` (its gradient is the CD
       gradient with the negative phase in closed form);
-    - ``negatives="sample"``: loss = :func:`contrastive_divergence_loss` of the data energies and
-      of ``num_samples`` exact categorical draws :math:`y' \sim p_\theta(\cdot\mid x_n)` per
-      example (stop-gradient), plus the optional penalty ``alpha``.
+    - ``negatives="sample"``: loss = :func:`~numpyro_ebm.contrastive_divergence_loss` of the data
+      energies and of ``num_samples`` exact categorical draws :math:`y' \sim
+      p_\theta(\cdot\mid x_n)` per example (stop-gradient), plus the optional penalty ``alpha``.
 
     Both have expected gradient :math:`\operatorname{mean}_n[\nabla E(y_n,x_n) -
     \mathbb E_{p(y'|x_n)}\nabla E(y',x_n)]`; ``"exact"`` has no sampling noise. Losses are means
-    over the minibatch; several sites add. Continuous sites are left to the other estimators
-    (see :class:`CombinedLoss`). Needs no guide: ``SVI(model, no_guide, optim, loss=...)``.
+    over the minibatch; several sites add. Non-label sites are left to the other estimators
+    (see :class:`~numpyro_ebm.CombinedLoss`). Needs no guide: ``SVI(model, no_guide, optim,
+    loss=...)``.
 
     :param str negatives: ``"exact"`` (default) or ``"sample"``.
     :param int num_samples: draws per example with ``negatives="sample"`` (default 1).
     :param float alpha: energy-magnitude penalty :math:`\alpha(\operatorname{mean} E(y,x)^2 +
         \operatorname{mean} E(y',x)^2)` (with ``"exact"``, the second mean is the expectation
         under :math:`p(y'|x)`); default 0.
-    :param sites: names of the label sites to train; ``None``: all observed ``Unnormalized``
-        sites with discrete support.
+    :param sites: names of the label sites to train; ``None``: every label site.
 
     **Example**
 
@@ -256,20 +268,23 @@ class ConditionalMaximumLikelihood(EnergyLoss):
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3),
                   loss=numpyro_ebm.ConditionalMaximumLikelihood())
         result = svi.run(jax.random.key(0), 2000, x_train, y_train)
-        pred = numpyro_ebm.label_energies(model, result.params, "y", x_test).argmin(-1)
+        table = numpyro_ebm.label_energies(model, result.params, "y", model_args=(x_test,))
+        pred = table.argmin(-1)
     """
+
+    site_kind = "label"
 
     def __init__(
         self, negatives: str = "exact", num_samples: int = 1, alpha: float = 0.0, sites=None
     ):
+        super().__init__(sites)
         if negatives not in _NEGATIVES:
             raise ValueError(f"`negatives` must be one of {_NEGATIVES}, got {negatives!r}.")
         self.negatives = negatives
         self.num_samples = check_int("num_samples", num_samples, 1)
-        self.alpha = _check_alpha(alpha)
-        self.sites = check_site_names(sites)
+        self.alpha = check_alpha(alpha)
 
-    def site_loss(self, rng_key, site: EBMSite):
+    def site_loss(self, site: EBMSite, rng_key, state=None):
         """The loss of one label site (a scalar)."""
         labels = site.data
         if not jnp.issubdtype(labels.dtype, jnp.integer) and labels.dtype != jnp.bool_:
@@ -278,11 +293,11 @@ class ConditionalMaximumLikelihood(EnergyLoss):
             )
         table = enumerate_energies(site.dist, labels.shape, site.name)  # (*batch, K)
         values = _finite_values(site.dist.support, site.name)
-        index = (labels.astype(jnp.int32) - values[0])[..., None]
-        e_data = jnp.take_along_axis(table, index, axis=-1)[..., 0]
+        index = labels.astype(jnp.int32) - values[0]
+        e_data = jnp.take_along_axis(table, index[..., None], axis=-1)[..., 0]
         log_p = jax.nn.log_softmax(-table, axis=-1)
         if self.negatives == "exact":
-            loss = jnp.mean(e_data + logsumexp(-table, axis=-1))
+            loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(-table, index))
             if self.alpha:
                 p = jax.lax.stop_gradient(jnp.exp(log_p))
                 loss = loss + self.alpha * (
@@ -295,72 +310,4 @@ class ConditionalMaximumLikelihood(EnergyLoss):
         e_neg = jnp.take_along_axis(
             jnp.broadcast_to(table, draws.shape + table.shape[-1:]), draws[..., None], axis=-1
         )[..., 0]
-        return contrastive_divergence_loss(
-            jnp.ravel(e_data), jnp.ravel(e_neg), self.alpha
-        )
-
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
-        model_key, sample_key = jax.random.split(rng_key)  # same minibatch as the CD losses
-        sites = select_sites(
-            observed_ebm_sites(model, param_map, args, kwargs, model_key),
-            self.sites,
-            True,
-            type(self).__name__,
-        )
-        sample_key = jax.random.fold_in(sample_key, _SAMPLE_SALT)
-        loss = sum(
-            self.site_loss(jax.random.fold_in(sample_key, i), site) for i, site in enumerate(sites)
-        )
-        return {"loss": loss, "mutable_state": None}
-
-
-# --------------------------------------------------------------------------------------------
-# several estimators on one model
-
-
-class CombinedLoss(EnergyLoss):
-    r"""A weighted sum of estimators on one model: :math:`L = \sum_i w_i L_i`.
-
-    Each estimator trains the sites it selects (CD/PCD: continuous sites; score matching / NCE:
-    see their docs; :class:`ConditionalMaximumLikelihood`: discrete ones), all with the same
-    ``rng_key``, so the contrastive losses and the conditional likelihood see the same minibatch.
-    Mutable states (PCD chains) are merged; give the combined loss the guide of the estimator that
-    owns them (``pcd.guide`` / ``pcd.make_guide(model)``).
-
-    This is JEM (Grathwohl et al. 2019): :math:`\log p(x, y) = \log p(x) + \log p(y\mid x)`,
-    trained as ``CombinedLoss(pcd, ConditionalMaximumLikelihood(), weights=(1.0, 1.0))``.
-
-    :param losses: the estimators (``EnergyLoss`` instances or any object with NumPyro's
-        ``loss_with_mutable_state`` contract).
-    :param weights: one float per loss (default all 1).
-    """
-
-    def __init__(self, *losses, weights: Sequence[float] | None = None):
-        if not losses:
-            raise ValueError("CombinedLoss needs at least one loss.")
-        for loss in losses:
-            if not callable(getattr(loss, "loss_with_mutable_state", None)):
-                raise TypeError(
-                    "CombinedLoss: every loss needs a `loss_with_mutable_state` method (an "
-                    f"EnergyLoss such as PersistentContrastiveDivergence); got {loss!r}."
-                )
-        weights = (1.0,) * len(losses) if weights is None else tuple(float(w) for w in weights)
-        if len(weights) != len(losses):
-            raise ValueError(
-                f"`weights` must have one entry per loss ({len(losses)}), got {len(weights)}."
-            )
-        self.losses = losses
-        self.weights = weights
-
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
-        total, state = 0.0, {}
-        for loss, weight in zip(self.losses, self.weights):
-            out = loss.loss_with_mutable_state(rng_key, param_map, model, guide, *args, **kwargs)
-            total = total + weight * out["loss"]
-            for name, value in (out.get("mutable_state") or {}).items():
-                if name in state:
-                    raise ValueError(
-                        f"CombinedLoss: two losses keep mutable state under the same name {name!r}."
-                    )
-                state[name] = value
-        return {"loss": total, "mutable_state": state or None}
+        return contrastive_divergence_loss(jnp.ravel(e_data), jnp.ravel(e_neg), self.alpha)

@@ -32,7 +32,7 @@ from numpyro.distributions import TransformedDistribution
 
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.energy import trace_model, unwrap_distribution
-from numpyro_ebm.estimators.base import EnergyLoss, no_guide, observed_ebm_sites
+from numpyro_ebm.estimators.base import EnergyEstimator, no_guide
 from numpyro_ebm.estimators.nce import nce_loss
 
 __all__ = ["FlowContrastiveEstimation", "reverse_gradient", "fce_equilibrium_loss"]
@@ -70,14 +70,13 @@ def _sample_and_log_prob(q, key, sample_shape):
     return y, q.log_prob(y)
 
 
-class FlowContrastiveEstimation(EnergyLoss):
+class FlowContrastiveEstimation(EnergyEstimator):
     r"""Flow contrastive estimation: NCE whose noise is the guide's flow, trained adversarially.
 
-    The guide is a normalizing flow over each observed ``Unnormalized`` site: a NumPyro guide
-    with a sample site of the *same name* whose distribution samples with the
-    reparametrization trick and has an exact ``log_prob`` (build one with
-    :func:`numpyro_ebm.flow_guide`). The site must carry a learnable log normalizer,
-    ``Unnormalized(E, event_shape, log_Z=numpyro.param("log_Z", 0.0))``.
+    The guide is a normalizing flow over each trained site: a NumPyro guide with a sample site of
+    the *same name* whose distribution samples with the reparametrization trick and has an exact
+    ``log_prob`` (build one with :func:`numpyro_ebm.flow_guide`). The site must carry a learnable
+    log normalizer, ``Unnormalized(E, event_shape, log_Z=numpyro.param("log_Z", 0.0))``.
 
     Per step, with the minibatch ``x`` (``B`` points) and ``nu * B`` flow draws ``y``:
 
@@ -87,9 +86,9 @@ class FlowContrastiveEstimation(EnergyLoss):
             + w\,\Big(-\frac1B\sum_i \log q_\phi(x_i)\Big)
 
     where ``rev`` is :func:`reverse_gradient`: the EBM (energy params and ``log_Z``) descends the
-    NCE loss and the flow ascends it, in one ``SVI`` loop, with any optimizer. Use a lower
-    learning rate for the flow (:func:`numpyro_ebm.fce_optimizer`: 1e-3 EBM / 3e-4 flow with a
-    cosine decay measured stable; a flow rate above the EBM's diverges).
+    NCE loss and the flow ascends it, in one ``SVI`` loop, with any optimizer. The flow must
+    move slower than the EBM: :func:`numpyro_ebm.fce_optimizer` gives it its own, lower
+    learning rate (recommended rates in docs/estimators.md).
 
     The reported loss includes the anchor term; the NCE part is near
     :func:`fce_equilibrium_loss` (1.386 for ``nu = 1``) when the game is balanced.
@@ -100,7 +99,9 @@ class FlowContrastiveEstimation(EnergyLoss):
 
     :param int num_noise: ``nu >= 1``, flow draws per data point.
     :param float flow_mle_weight: ``w >= 0``, weight of the flow's maximum-likelihood anchor
-        (0.1 measured good on 2-D toy densities; 0 lets the flow drop modes).
+        (e.g. 0.1; 0 lets the flow drop modes).
+    :param sites: names of the sites to train; ``None``: every continuous observed
+        ``Unnormalized`` site (the guide needs a flow for each).
 
     **Example**
 
@@ -113,14 +114,18 @@ class FlowContrastiveEstimation(EnergyLoss):
                 batch = numpyro.subsample(data, event_dim=1)
                 numpyro.sample("x", Unnormalized(E, (2,), log_Z=log_Z), obs=batch)
 
-        guide = numpyro_ebm.flow_guide("x", 2, key=0, loc=data.mean(0), scale=data.std(0))
-        svi = SVI(model, guide, numpyro_ebm.fce_optimizer(guide, num_steps=5000),
+        guide = numpyro_ebm.flow_guide("x", 2, jax.random.key(0), loc=data.mean(0),
+                                       scale=data.std(0))
+        svi = SVI(model, guide, numpyro_ebm.fce_optimizer(guide, num_updates=5000),
                   loss=FlowContrastiveEstimation(num_noise=1, flow_mle_weight=0.1))
         result = svi.run(rng_key, 5000, data)
         flow_nll = -guide.log_prob(result.params, x_test).mean()
     """
 
-    def __init__(self, num_noise: int = 1, flow_mle_weight: float = 0.0):
+    site_kind = "continuous"
+
+    def __init__(self, num_noise: int = 1, flow_mle_weight: float = 0.0, sites=None):
+        super().__init__(sites)
         self.num_noise = check_int("num_noise", num_noise, minimum=1)
         if isinstance(flow_mle_weight, bool) or not isinstance(flow_mle_weight, (int, float)):
             raise TypeError(f"`flow_mle_weight` must be a float >= 0, got {flow_mle_weight!r}.")
@@ -130,52 +135,61 @@ class FlowContrastiveEstimation(EnergyLoss):
             )
         self.flow_mle_weight = float(flow_mle_weight)
 
-    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+    def nonfinite_hint(self) -> str:
+        return (
+            "the flow diverged (its draws or log densities are not finite): lower the flow's "
+            "learning rate (`numpyro_ebm.fce_optimizer(..., flow_lr=...)`) or raise "
+            "`flow_mle_weight`"
+        )
+
+    def guide_inputs(self, rng_key, param_map, guide, model_args, model_kwargs, sites):
+        """``{site name: (q, q_adversary)}``: the guide's flow at each site, traced as is (for
+        the anchor) and with the flow's parameters through :func:`reverse_gradient` (for the NCE
+        term)."""
         if guide is None or guide is no_guide:
             raise ValueError(
                 "FlowContrastiveEstimation needs a normalizing-flow guide over the EBM site "
-                "(e.g. `numpyro_ebm.flow_guide(site_name, event_dim)`); got guide="
+                "(e.g. `numpyro_ebm.flow_guide(site_name, event_dim, rng_key)`); got guide="
                 f"{getattr(guide, '__name__', guide)!r}."
             )
-        sites = observed_ebm_sites(model, param_map, args, kwargs, rng_key)
-        guide_key, noise_key = jax.random.split(jax.random.fold_in(rng_key, 1))
-        guide_tr = trace_model(guide, param_map, args, kwargs, guide_key)
+        guide_tr = trace_model(guide, param_map, model_args, model_kwargs, rng_key)
         flow_names = [k for k, v in guide_tr.items() if v["type"] == "param"]
         # The flow's params enter the NCE term reversed: the flow ascends what the EBM descends.
         reversed_map = dict(param_map)
         reversed_map.update(
             reverse_gradient({k: param_map[k] for k in flow_names if k in param_map})
         )
-        adversary_tr = trace_model(guide, reversed_map, args, kwargs, guide_key)
+        adversary_tr = trace_model(guide, reversed_map, model_args, model_kwargs, rng_key)
+        return {
+            s.name: (_flow_site(guide_tr, s, "guide"), _flow_site(adversary_tr, s, "guide"))
+            for s in sites
+        }
 
-        total = 0.0
-        for i, site in enumerate(sites):
-            if site.dist.log_Z is None:
-                raise ValueError(
-                    f"FlowContrastiveEstimation: site {site.name!r} has no learnable log "
-                    "normalizer; write it as `Unnormalized(E, event_shape, "
-                    "log_Z=numpyro.param('log_Z', 0.0))` (NCE/FCE learn log Z)."
-                )
-            q = _flow_site(guide_tr, site, "guide")
-            q_adv = _flow_site(adversary_tr, site, "guide")
-            x = site.data
-            batch_shape = x.shape[: x.ndim - len(site.dist.event_shape)]
-            n_extra = len(batch_shape) - len(q_adv.batch_shape)
-            if n_extra < 0:
-                raise ValueError(
-                    f"FlowContrastiveEstimation: the guide's site {site.name!r} has batch shape "
-                    f"{q_adv.batch_shape}, larger than the data's {batch_shape}."
-                )
-            y, log_q_y = _sample_and_log_prob(
-                q_adv, jax.random.fold_in(noise_key, i), (self.num_noise,) + batch_shape[:n_extra]
+    def site_loss(self, site, rng_key, state):
+        """The FCE loss of one site; ``state`` is ``(q, q_adversary)`` from the guide."""
+        q, q_adv = state
+        if site.dist.log_Z is None:
+            raise ValueError(
+                f"FlowContrastiveEstimation: site {site.name!r} has no learnable log "
+                "normalizer; write it as `Unnormalized(E, event_shape, "
+                "log_Z=numpyro.param('log_Z', 0.0))` (NCE/FCE learn log Z)."
             )
-            log_nu = math.log(self.num_noise)
-            logit_data = site.dist.log_prob(x) - q_adv.log_prob(x) - log_nu
-            logit_noise = site.dist.log_prob(y) - log_q_y - log_nu
-            total = total + nce_loss(logit_data, logit_noise, self.num_noise)
-            if self.flow_mle_weight > 0:
-                total = total - self.flow_mle_weight * jnp.mean(q.log_prob(x))
-        return {"loss": total, "mutable_state": None}
+        x = site.data
+        batch_shape = x.shape[: x.ndim - len(site.dist.event_shape)]
+        n_extra = len(batch_shape) - len(q_adv.batch_shape)
+        if n_extra < 0:
+            raise ValueError(
+                f"FlowContrastiveEstimation: the guide's site {site.name!r} has batch shape "
+                f"{q_adv.batch_shape}, larger than the data's {batch_shape}."
+            )
+        y, log_q_y = _sample_and_log_prob(q_adv, rng_key, (self.num_noise,) + batch_shape[:n_extra])
+        log_nu = math.log(self.num_noise)
+        logit_data = site.dist.log_prob(x) - q_adv.log_prob(x) - log_nu
+        logit_noise = site.dist.log_prob(y) - log_q_y - log_nu
+        loss = nce_loss(logit_data, logit_noise, self.num_noise)
+        if self.flow_mle_weight > 0:
+            loss = loss - self.flow_mle_weight * jnp.mean(q.log_prob(x))
+        return loss
 
 
 def _flow_site(guide_tr, site, what):

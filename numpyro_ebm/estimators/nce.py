@@ -25,13 +25,15 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.scipy.linalg import solve_triangular
 from numpyro.distributions import Distribution, MultivariateNormal
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators.base import EBMSite, SiteLoss
+from numpyro_ebm.estimators.base import EnergyEstimator
+from numpyro_ebm.estimators.sites import EBMSite
 
-__all__ = ["NoiseContrastiveEstimation", "nce_loss"]
+__all__ = ["NoiseContrastiveEstimation", "nce_loss", "noise_log_prob_fn"]
 
 
 def nce_loss(logit_data: jax.Array, logit_noise: jax.Array, num_noise: int):
@@ -42,22 +44,24 @@ def nce_loss(logit_data: jax.Array, logit_noise: jax.Array, num_noise: int):
         L = -\operatorname{mean}_n \log\sigma(G(x_n))
             - \nu\,\operatorname{mean}_k \log\sigma(-G(y_k))
 
-    computed with ``jax.nn.log_sigmoid`` (stable for logits of any size).
+    the mean sigmoid binary cross-entropy of data (label 1) and noise (label 0), computed with
+    ``optax.losses.sigmoid_binary_cross_entropy`` (through ``log_sigmoid``: stable for logits
+    of any size).
 
     :param logit_data: :math:`G` at the data, any shape (``N`` values).
     :param logit_noise: :math:`G` at the noise samples, any shape (``ν N`` values).
     :param int num_noise: ``ν``, noise samples per data point.
     :return: scalar.
     """
-    return -jnp.mean(jax.nn.log_sigmoid(logit_data)) - num_noise * jnp.mean(
-        jax.nn.log_sigmoid(-logit_noise)
-    )
+    bce = optax.losses.sigmoid_binary_cross_entropy
+    return jnp.mean(bce(logit_data, 1.0)) + num_noise * jnp.mean(bce(logit_noise, 0.0))
 
 
-def _noise_log_prob_fn(noise: Distribution):
+def noise_log_prob_fn(noise: Distribution):
     """``noise.log_prob``, or for a ``MultivariateNormal`` the same density whitened by a
-    precomputed inverse Cholesky factor: one matmul, where NumPyro's batched triangular solve
-    (it moves the sample axis last) was ~40x slower on CPU for 8000 points in 2-D."""
+    precomputed inverse Cholesky factor: one matmul instead of NumPyro's batched triangular
+    solve. Kept hand-written because that solve is much slower on CPU (the benchmark is in
+    docs/estimators.md, "NoiseContrastiveEstimation")."""
     if type(noise) is not MultivariateNormal or noise.batch_shape != ():
         return noise.log_prob
     loc, scale_tril = noise.loc, noise.scale_tril
@@ -72,7 +76,7 @@ def _noise_log_prob_fn(noise: Distribution):
     return log_prob
 
 
-class NoiseContrastiveEstimation(SiteLoss):
+class NoiseContrastiveEstimation(EnergyEstimator):
     r"""Noise contrastive estimation as a loss for NumPyro's ``SVI``.
 
     Trains the energy and the learnable log normalizer of each observed ``Unnormalized`` site by
@@ -89,6 +93,8 @@ class NoiseContrastiveEstimation(SiteLoss):
         the site's, ``batch_shape ()``), e.g. ``dist.MultivariateNormal(m, 2 * cov)``. It is
         fixed: for a learned noise see ``FlowContrastiveEstimation``.
     :param int num_noise: ``ν`` >= 1, noise samples per data point.
+    :param sites: names of the sites to train; ``None``: every continuous observed
+        ``Unnormalized`` site.
 
     **Example**
 
@@ -99,7 +105,8 @@ class NoiseContrastiveEstimation(SiteLoss):
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-2), loss=loss)
     """
 
-    def __init__(self, noise: Distribution, num_noise: int = 1):
+    def __init__(self, noise: Distribution, num_noise: int = 1, sites=None):
+        super().__init__(sites)
         if not isinstance(noise, Distribution):
             raise TypeError(
                 "`noise` must be a NumPyro distribution over one event of the site (e.g. "
@@ -112,7 +119,7 @@ class NoiseContrastiveEstimation(SiteLoss):
                 f"`.to_event({len(noise.batch_shape)})` to make its batch dimensions an event."
             )
         self.noise = noise
-        self._noise_log_prob = _noise_log_prob_fn(noise)
+        self.noise_log_prob = noise_log_prob_fn(noise)
         self.num_noise = check_int("num_noise", num_noise, minimum=1)
 
     def _check_site(self, site: EBMSite):
@@ -128,14 +135,14 @@ class NoiseContrastiveEstimation(SiteLoss):
                 f"'{site.name}' has event_shape {tuple(site.dist.event_shape)}; they must match."
             )
 
-    def site_loss(self, rng_key, site):
+    def site_loss(self, site, rng_key, state=None):
         self._check_site(site)
         dist, x = site.dist, site.data
         batch_shape = x.shape[: x.ndim - len(dist.event_shape)]
         log_num_noise = math.log(self.num_noise)
 
         def logit(z):  # (*batch, *event) -> (*batch,)
-            return -dist.energy(z) - dist.log_Z - self._noise_log_prob(z) - log_num_noise
+            return -dist.energy(z) - dist.log_Z - self.noise_log_prob(z) - log_num_noise
 
         y = self.noise.sample(rng_key, (self.num_noise,) + batch_shape)
         # One data-shaped batch of noise at a time: a conditional energy E(y | x) that closes

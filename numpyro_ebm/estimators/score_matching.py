@@ -26,7 +26,9 @@ Conventions shared by the losses here and in :mod:`numpyro_ebm.estimators.nce`:
   works unchanged.
 * Losses are means over the examples of the minibatch (not sums): the ``N / subsample_size``
   scale of a subsampled ``numpyro.plate`` is *not* applied, so the loss (and a good learning rate)
-  does not depend on the data set size. Several observed ``Unnormalized`` sites add their losses.
+  does not depend on the data set size (see :mod:`numpyro_ebm.estimators.base`). Several trained
+  sites add their losses; by default every observed ``Unnormalized`` site with a continuous
+  support is trained (``sites=`` names them explicitly).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.estimators.base import EBMSite, SiteLoss
+from numpyro_ebm.estimators.base import EnergyEstimator
+from numpyro_ebm.estimators.sites import EBMSite
 
 __all__ = [
     "ScoreMatching",
@@ -48,6 +51,8 @@ __all__ = [
     "score_matching_loss",
     "sliced_score_matching_loss",
     "denoising_score_matching_loss",
+    "flat_energy",
+    "grad_x",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +200,7 @@ def denoising_score_matching_loss(energy: Callable, x: jax.Array, eps: jax.Array
 # --------------------------------------------------------------------------------------------
 
 
-class ScoreMatching(SiteLoss):
+class ScoreMatching(EnergyEstimator):
     r"""Exact score matching (Hyvärinen 2005) as a loss for NumPyro's ``SVI``.
 
     Minimizes :math:`\mathbb{E}_x[\tfrac12\|\nabla_x E(x)\|^2 - \operatorname{tr}
@@ -206,6 +211,8 @@ class ScoreMatching(SiteLoss):
 
     :param chunk_size: Hessian-vector products computed at once (``None``: all ``D``; an int
         bounds the memory to ``N * chunk_size * D`` numbers).
+    :param sites: names of the sites to train; ``None``: every continuous observed
+        ``Unnormalized`` site.
 
     **Example**
 
@@ -215,12 +222,13 @@ class ScoreMatching(SiteLoss):
         result = svi.run(jax.random.key(0), 2000, data)
     """
 
-    def __init__(self, chunk_size: int | None = None):
+    def __init__(self, chunk_size: int | None = None, sites=None):
+        super().__init__(sites)
         if chunk_size is not None:
             chunk_size = check_int("chunk_size", chunk_size, minimum=1)
         self.chunk_size = chunk_size
 
-    def site_loss(self, rng_key, site):
+    def site_loss(self, site, rng_key, state=None):
         energy, x = flat_energy(site)
         return score_matching_loss(energy, x, chunk_size=self.chunk_size)
 
@@ -228,7 +236,7 @@ class ScoreMatching(SiteLoss):
 _PROJECTIONS = ("rademacher", "gaussian")
 
 
-class SlicedScoreMatching(SiteLoss):
+class SlicedScoreMatching(EnergyEstimator):
     r"""Sliced score matching (Song et al. 2019) as a loss for NumPyro's ``SVI``.
 
     Replaces the Hessian trace of :class:`ScoreMatching` by
@@ -241,6 +249,8 @@ class SlicedScoreMatching(SiteLoss):
     :param str projection: ``"rademacher"`` (entries ±1, the lower variance) or ``"gaussian"``.
     :param bool variance_reduced: use :math:`\tfrac12\|\nabla_x E\|^2` exactly (Song et al.'s
         SSM-VR) rather than its estimate :math:`\tfrac12 (v^\top \nabla_x E)^2`.
+    :param sites: names of the sites to train; ``None``: every continuous observed
+        ``Unnormalized`` site.
 
     **Example**
 
@@ -255,7 +265,9 @@ class SlicedScoreMatching(SiteLoss):
         num_projections: int = 1,
         projection: str = "rademacher",
         variance_reduced: bool = True,
+        sites=None,
     ):
+        super().__init__(sites)
         self.num_projections = check_int("num_projections", num_projections, minimum=1)
         if projection not in _PROJECTIONS:
             raise ValueError(f"`projection` must be one of {_PROJECTIONS}, got {projection!r}.")
@@ -264,7 +276,7 @@ class SlicedScoreMatching(SiteLoss):
         self.projection = projection
         self.variance_reduced = bool(variance_reduced)
 
-    def site_loss(self, rng_key, site):
+    def site_loss(self, site, rng_key, state=None):
         energy, x = flat_energy(site)
         shape = (self.num_projections,) + x.shape
         if self.projection == "rademacher":
@@ -292,7 +304,7 @@ def _check_sigmas(sigma) -> tuple[float, ...]:
     return tuple(checked)
 
 
-class DenoisingScoreMatching(SiteLoss):
+class DenoisingScoreMatching(EnergyEstimator):
     r"""Denoising score matching (Vincent 2011) as a loss for NumPyro's ``SVI``.
 
     Each example is noised, :math:`\tilde x = x + \sigma\varepsilon`, and the model's score at
@@ -307,6 +319,8 @@ class DenoisingScoreMatching(SiteLoss):
     :param sigma: the noise scale (> 0), or a tuple of scales: each example then draws one
         uniformly, and the optimum is a :math:`\sigma^2`-weighted compromise between the
         smoothed densities (the energy is not conditioned on :math:`\sigma`).
+    :param sites: names of the sites to train; ``None``: every continuous observed
+        ``Unnormalized`` site.
 
     **Example**
 
@@ -316,10 +330,11 @@ class DenoisingScoreMatching(SiteLoss):
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3), loss=loss)
     """
 
-    def __init__(self, sigma):
+    def __init__(self, sigma, sites=None):
+        super().__init__(sites)
         self.sigmas = _check_sigmas(sigma)
 
-    def site_loss(self, rng_key, site):
+    def site_loss(self, site, rng_key, state=None):
         energy, x = flat_energy(site)
         eps_key, sigma_key = jax.random.split(rng_key)
         eps = jax.random.normal(eps_key, x.shape, dtype=x.dtype)

@@ -1,0 +1,247 @@
+r"""Persistent contrastive divergence (Tieleman 2008), with an optional replay buffer
+(Du & Mordatch 2019), as a loss for NumPyro's ``SVI``.
+
+The loss is the one of :class:`~numpyro_ebm.ContrastiveDivergence`,
+
+.. math::
+
+    L(\theta) = \operatorname{mean} E_\theta(x) - \operatorname{mean} E_\theta(\operatorname{sg}(x'))
+              + \alpha\,(\operatorname{mean} E_\theta(x)^2 + \operatorname{mean} E_\theta(x')^2),
+
+but the chains that draw the negatives :math:`x'` persist across parameter updates. They are
+the estimator's per-site state, kept in the ``numpyro.mutable`` site ``"pcd_chains"`` that its
+guide declares (``pcd.guide`` or ``pcd.make_guide(model)``), so they survive between
+``svi.update`` calls, run inside the compiled ``svi.run`` loop and are saved with the
+``SVIState``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+
+from numpyro_ebm._validation import check_int
+from numpyro_ebm.estimators.base import ANY_SITE
+from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
+from numpyro_ebm.estimators.sites import EBMSite, site_events
+from numpyro_ebm.sampling.chains import sample_chains
+
+__all__ = ["PCD_STATE", "PersistentContrastiveDivergence"]
+
+#: name of the ``numpyro.mutable`` site that holds the persistent chains / replay buffer.
+PCD_STATE = "pcd_chains"
+
+
+def _check_init_dist(init_dist):
+    if init_dist is None:
+        return None
+    if isinstance(init_dist, Mapping):
+        for name, d in init_dist.items():
+            if not isinstance(d, dist.Distribution):
+                raise TypeError(
+                    f"`init_dist`[{name!r}] must be a NumPyro distribution over the site's event, "
+                    f"got {d!r}."
+                )
+        return dict(init_dist)
+    if not isinstance(init_dist, dist.Distribution):
+        raise TypeError(
+            "`init_dist` must be a NumPyro distribution over the EBM site's event (e.g. "
+            "`dist.Uniform(-4, 4).expand([2]).to_event(1)`), a dict {site name: distribution}, "
+            f"or None; got {init_dist!r}."
+        )
+    return {ANY_SITE: init_dist}
+
+
+def _draw(rng_key, d: dist.Distribution, n: int, name: str, event_shape=None):
+    """``n`` draws ``(n, *event_shape)`` of ``d``, checked against the site's event shape."""
+    x = d.sample(rng_key, (n,))
+    if event_shape is not None and tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(
+            f"`init_dist`{'' if name == ANY_SITE else f'[{name!r}]'} draws shape "
+            f"{tuple(x.shape[1:])}, but the EBM site's event shape is {tuple(event_shape)}; "
+            "use e.g. `dist.Uniform(-4, 4).expand(event_shape).to_event(len(event_shape))`."
+        )
+    return x
+
+
+class PersistentContrastiveDivergence(ContrastiveDivergence):
+    r"""Persistent contrastive divergence (Tieleman 2008), with an optional replay buffer
+    (Du & Mordatch 2019), as a loss for ``numpyro.infer.SVI``.
+
+    The negatives are ``num_chains`` MCMC chains that persist across parameter updates. Each step:
+
+    1. take ``num_chains`` positions: all the chains, or, when ``buffer_size`` is set, a random
+       draw without replacement from a buffer of ``buffer_size`` earlier samples;
+    2. restart a fraction ``reinit_prob`` of them from ``init_dist``;
+    3. run ``num_steps`` transitions of ``kernel`` under the current, stop-gradient parameters;
+    4. compute :func:`~numpyro_ebm.contrastive_divergence_loss` of the minibatch and the new
+       positions;
+    5. write the positions back; chains that diverged (non-finite) are written back as fresh
+       draws from ``init_dist`` instead, so the state never holds NaN (the step's loss is still
+       non-finite, which ``stable_update=True`` skips).
+
+    The chains live in NumPyro mutable state (the ``numpyro.mutable`` site ``"pcd_chains"``,
+    :data:`PCD_STATE`) that the estimator's guide declares::
+
+        box = dist.Uniform(-4, 4).expand([2]).to_event(1)
+        pcd = PersistentContrastiveDivergence(kernel, init_dist=box)
+        svi = SVI(model, pcd.guide, optim, loss=pcd)                 # init_dist given
+        svi = SVI(model, pcd.make_guide(model), optim, loss=pcd)     # works without init_dist
+
+    ``pcd.guide`` has no sample sites: it only holds the chains. ``pcd.make_guide(model)`` traces
+    the model once at ``SVI.init`` to read the trained sites' event shape and data; without
+    ``init_dist`` it then starts and restarts chains from a diagonal Gaussian matched to the mean
+    and standard deviation of the data it saw there.
+
+    :param kernel: a factory ``logdensity_fn -> blackjax.SamplingAlgorithm``, e.g.
+        ``functools.partial(numpyro_ebm.ula, step_size=3e-3)`` or
+        ``functools.partial(blackjax.mala, step_size=1e-2)``; or ``None`` for the site
+        distribution's own sampler (its ``annealing_path`` at ``beta = 1``).
+    :param int num_steps: MCMC transitions per update (``>= 1``; default 20).
+    :param int num_chains: negatives per update (``>= 1``; default 256).
+    :param int buffer_size: size of the replay buffer (``>= num_chains``); ``None`` (default) keeps
+        exactly ``num_chains`` persistent chains.
+    :param float reinit_prob: probability that a chain restarts from ``init_dist`` at a step, in
+        ``[0, 1]`` (default 0.05).
+    :param init_dist: where chains start and restart: a NumPyro distribution over the site's event
+        (e.g. ``dist.Uniform(-4, 4).expand([2]).to_event(1)``), a dict ``{site name: distribution}``
+        for models with several trained sites, or ``None`` (then use ``pcd.make_guide(model)``).
+    :param float alpha: energy-magnitude penalty weight (default 0); ``0.1`` for neural energies
+        (see docs/estimators.md), ``0`` for exact (e.g. Gaussian) energies, whose
+        maximum-likelihood fixed point it would bias.
+    :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default): every
+        non-label site.
+    """
+
+    state_name = PCD_STATE
+
+    def __init__(
+        self,
+        kernel: Callable | None,
+        num_steps: int = 20,
+        num_chains: int = 256,
+        buffer_size: int | None = None,
+        reinit_prob: float = 0.05,
+        init_dist=None,
+        alpha: float = 0.0,
+        sites=None,
+    ):
+        super().__init__(kernel, num_steps, alpha, sites)
+        self.num_chains = check_int("num_chains", num_chains, 1)
+        if buffer_size is not None:
+            buffer_size = check_int("buffer_size", buffer_size, 1)
+            if buffer_size < self.num_chains:
+                raise ValueError(
+                    f"`buffer_size` must be >= `num_chains` = {self.num_chains} (each step draws "
+                    f"num_chains positions from the buffer), got {buffer_size}."
+                )
+        self.buffer_size = buffer_size
+        try:
+            reinit_prob = float(reinit_prob)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"`reinit_prob` must be a float in [0, 1], got {reinit_prob!r}."
+            ) from err
+        if not 0.0 <= reinit_prob <= 1.0:
+            raise ValueError(f"`reinit_prob` must be in [0, 1], got {reinit_prob!r}.")
+        self.reinit_prob = reinit_prob
+        self.init_dist = _check_init_dist(init_dist)
+
+    @property
+    def num_positions(self) -> int:
+        """Rows of the chain state: ``buffer_size`` when set, else ``num_chains``."""
+        return self.num_chains if self.buffer_size is None else self.buffer_size
+
+    def _site_init_dist(self, name: str):
+        if self.init_dist is None:
+            return None
+        if name in self.init_dist:
+            return self.init_dist[name]
+        if ANY_SITE in self.init_dist:
+            return self.init_dist[ANY_SITE]
+        raise ValueError(
+            f"`init_dist` has no entry for the EBM site {name!r}; with several trained sites "
+            "pass a dict {site name: distribution}."
+        )
+
+    def initial_state(self, rng_key, sites: list[EBMSite] | None) -> dict:
+        """``{site name: {"positions": (num_positions, *event_shape)}}`` (plus ``"loc"`` and
+        ``"scale"`` of the data-matched Gaussian when ``init_dist`` is ``None``)."""
+        if sites is None:  # model unknown: init_dist alone fixes the event shape
+            if self.init_dist is None:
+                raise ValueError(
+                    "PersistentContrastiveDivergence: `pcd.guide` needs `init_dist` (a NumPyro "
+                    "distribution over the EBM site's event, e.g. "
+                    "`dist.Uniform(-4, 4).expand([2]).to_event(1)`) to create the chains; or use "
+                    "`pcd.make_guide(model)`, which reads the event shape from the model."
+                )
+            return {
+                name: {
+                    "positions": _draw(jax.random.fold_in(rng_key, i), d, self.num_positions, name)
+                }
+                for i, (name, d) in enumerate(sorted(self.init_dist.items()))
+            }
+        if self.init_dist is not None and set(self.init_dist) == {ANY_SITE} and len(sites) > 1:
+            raise ValueError(
+                f"`init_dist` is one distribution but the model has {len(sites)} trained sites "
+                f"{[s.name for s in sites]}; pass a dict {{site name: distribution}}."
+            )
+        state = {}
+        for i, site in enumerate(sites):
+            key = jax.random.fold_in(rng_key, i)
+            event_shape = tuple(site.dist.event_shape)
+            d = self._site_init_dist(site.name)
+            if d is None:
+                data = site_events(site.dist, site.data)
+                loc = jnp.mean(data, 0)
+                scale = jnp.std(data, 0) + 1e-3 * (jnp.std(data) + 1.0)
+                noise = jax.random.normal(key, (self.num_positions, *event_shape), loc.dtype)
+                state[site.name] = {"positions": loc + scale * noise, "loc": loc, "scale": scale}
+            else:
+                state[site.name] = {
+                    "positions": _draw(key, d, self.num_positions, site.name, event_shape)
+                }
+        return state
+
+    def site_loss(self, site, rng_key, state):
+        """One PCD update of the site's chains: ``(loss, new state)``."""
+        positions = state["positions"]
+        pick_key, reinit_key, fresh_key, chain_key = jax.random.split(rng_key, 4)
+        if self.buffer_size is None:
+            idx = None
+            start = positions
+        else:
+            idx = jax.random.choice(pick_key, self.buffer_size, (self.num_chains,), replace=False)
+            start = positions[idx]
+        event_axes = tuple(range(1, start.ndim))
+        restart = ~jnp.all(jnp.isfinite(start), axis=event_axes)
+        if self.reinit_prob > 0:
+            restart = restart | jax.random.bernoulli(
+                reinit_key, self.reinit_prob, (self.num_chains,)
+            )
+        init_dist = self._site_init_dist(site.name)
+        if init_dist is None:  # the data-matched Gaussian of make_guide
+            if "loc" not in state:
+                raise ValueError(
+                    f"PersistentContrastiveDivergence: no `init_dist` for the site {site.name!r} "
+                    "and its chains were not built by `pcd.make_guide(model)`."
+                )
+            noise = jax.random.normal(fresh_key, start.shape, start.dtype)
+            fresh = state["loc"] + state["scale"] * noise
+        else:
+            fresh = init_dist.sample(fresh_key, (self.num_chains,))
+        mask = jnp.reshape(restart, (-1,) + (1,) * len(event_axes))
+        start = jnp.where(mask, fresh.astype(start.dtype), start)
+        negatives = sample_chains(
+            chain_key, self.chain_target(site), self.kernel, start, self.num_steps
+        )
+        negatives = jax.lax.stop_gradient(negatives.positions)
+        # diverged chains restart rather than persist: the state never holds NaN/inf
+        finite = jnp.all(jnp.isfinite(negatives), axis=event_axes)
+        finite = jnp.reshape(finite, (-1,) + (1,) * len(event_axes))
+        kept = jnp.where(finite, negatives, fresh.astype(negatives.dtype))
+        new_positions = kept if idx is None else positions.at[idx].set(kept)
+        return self.negatives_loss(site, negatives), {**state, "positions": new_positions}

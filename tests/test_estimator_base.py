@@ -1,0 +1,101 @@
+"""The estimator base: a new estimator is one class with one ``site_loss`` (the worked example of
+docs/estimators.md, "Writing an estimator"), the non-finite report, and the base's guide."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import optax
+import pytest
+from jax.scipy.special import logsumexp
+from numpyro.infer import SVI
+
+import numpyro_ebm
+from numpyro_ebm import EnergyEstimator
+
+
+class ImportanceSampledML(EnergyEstimator):
+    """Maximum likelihood with log Z estimated by importance sampling from a fixed proposal q:
+    L = mean_n E(x_n) + log (1/K) sum_k exp(-E(y_k) - log q(y_k)),  y_k ~ q."""
+
+    site_kind = "continuous"
+
+    def __init__(self, proposal, num_samples=1024, sites=None):
+        super().__init__(sites)
+        self.proposal, self.num_samples = proposal, num_samples
+
+    def site_loss(self, site, rng_key, state):
+        y = self.proposal.sample(rng_key, (self.num_samples,))
+        log_w = -site.dist.energy(y) - self.proposal.log_prob(y)
+        log_Z = logsumexp(log_w) - jnp.log(self.num_samples)
+        return jnp.mean(site.dist.energy(site.data)) + log_Z
+
+
+def gaussian_model(data):
+    mu = numpyro.param("mu", jnp.zeros(2))
+    L = jnp.tril(numpyro.param("L", jnp.eye(2)))
+    energy = lambda x: 0.5 * jnp.sum(((x - mu) @ L) ** 2, -1)
+    with numpyro.plate("data", data.shape[0], subsample_size=256):
+        batch = numpyro.subsample(data, event_dim=1)
+        numpyro.sample("x", numpyro_ebm.Unnormalized(energy, (2,)), obs=batch)
+
+
+def test_writing_an_estimator_is_one_site_loss():
+    rng = np.random.default_rng(0)
+    cov = np.array([[1.0, 0.4], [0.4, 0.5]])
+    data = jnp.asarray(rng.multivariate_normal([0.5, -0.3], cov, size=2000), jnp.float32)
+    proposal = dist.MultivariateNormal(data.mean(0), 2.0 * jnp.cov(data.T))
+    loss = ImportanceSampledML(proposal, num_samples=4096)
+    optim = optax.adam(optax.cosine_decay_schedule(3e-2, 800, 0.01))
+    result = SVI(gaussian_model, loss.guide, optim, loss=loss).run(
+        jax.random.key(0), 800, data, progress_bar=False
+    )
+    L = np.tril(np.asarray(result.params["L"]))
+    sample_precision = np.linalg.inv(np.cov(np.asarray(data).T, bias=True))
+    # the IS estimate of log Z is biased by O(1/K); the optimum is within a few percent
+    err = np.abs(L @ L.T - sample_precision).max() / np.abs(sample_precision).max()
+    assert err < 0.05, err
+    np.testing.assert_allclose(result.params["mu"], data.mean(0), atol=0.05)
+    assert "scale" not in numpyro_ebm.EBMSite._fields  # losses are per-example means
+
+
+def scalar_model(data):
+    a = numpyro.param("a", 0.0)
+    with numpyro.plate("data", data.shape[0]):
+        numpyro.sample(
+            "x", numpyro_ebm.Unnormalized(lambda x: 0.5 * jnp.exp(a) * x**2, ()), obs=data
+        )
+
+
+def test_nonfinite_report_under_vmap():
+    data = jnp.linspace(-1.0, 1.0, 9)
+    dsm = numpyro_ebm.DenoisingScoreMatching(0.1)
+    losses = jax.jit(
+        jax.vmap(lambda a: dsm.loss(jax.random.key(0), {"a": a}, scalar_model, dsm.guide, data))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # finite losses: no warning at all
+        assert np.all(np.isfinite(losses(jnp.array([0.0, 1.0, -1.0]))))
+        jax.effects_barrier()
+    with pytest.warns(
+        RuntimeWarning, match="DenoisingScoreMatching: non-finite loss; the energy of the data"
+    ):
+        out = losses(jnp.array([0.0, jnp.inf]))
+        jax.effects_barrier()
+    assert np.isfinite(out[0]) and not np.isfinite(out[1])
+
+
+def test_base_guide_checks_the_data_and_holds_no_state():
+    sm = numpyro_ebm.ScoreMatching()
+    svi = SVI(scalar_model, sm.guide, optax.adam(1e-2), loss=sm)
+    state = svi.init(jax.random.key(0), jnp.ones(4))
+    assert state.mutable_state is None
+    with pytest.raises(ValueError, match="model argument 0"):
+        svi.init(jax.random.key(0), jnp.ones(4).at[1].set(jnp.nan))
+    with pytest.raises(ValueError, match="model argument 0"):
+        SVI(scalar_model, sm.make_guide(scalar_model), optax.adam(1e-2), loss=sm).init(
+            jax.random.key(0), jnp.ones(4).at[1].set(jnp.nan)
+        )
