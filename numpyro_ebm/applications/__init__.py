@@ -1,4 +1,4 @@
-"""Use a trained energy: denoising, anomaly scores, classification."""
+"""Use a trained energy: denoising, anomaly scores, classification, Ising image restoration."""
 
 from numpyro_ebm.applications.denoising import (
     DenoiseResult,
@@ -14,6 +14,15 @@ from numpyro_ebm.applications.denoising import (
     tweedie_denoise,
     wiener_denoise,
 )
+from numpyro_ebm.applications.restoration import (
+    flip_noise,
+    flip_noise_strength,
+    posterior,
+    restoration_model,
+    restore_gibbs,
+    restore_icm,
+    restore_mean_field,
+)
 
 __all__ = [
     "DenoiseResult",
@@ -28,4 +37,12 @@ __all__ = [
     "psnr",
     "tweedie_denoise",
     "wiener_denoise",
+    # restoration
+    "flip_noise",
+    "flip_noise_strength",
+    "posterior",
+    "restoration_model",
+    "restore_gibbs",
+    "restore_icm",
+    "restore_mean_field",
 ]

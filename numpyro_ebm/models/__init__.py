@@ -9,21 +9,7 @@ from numpyro_ebm.models.crf import (
 )
 from numpyro_ebm.models.dbm import DBM, DBMFitResult, DBMState
 from numpyro_ebm.models.expfam import ExponentialFamily, MomentMatchingResult, gaussian_statistics
-from numpyro_ebm.models.ising import (
-    Ising,
-    binary_test_image,
-    critical_beta,
-    flip_noise,
-    flip_noise_strength,
-    onsager_energy_per_site,
-    onsager_magnetization,
-    posterior,
-    restoration_model,
-    restore_gibbs,
-    restore_icm,
-    restore_mean_field,
-    spin,
-)
+from numpyro_ebm.models.ising import Ising, spin
 from numpyro_ebm.models.product import ProductOfExperts, as_energy, gaussian_product
 from numpyro_ebm.models.rbm import (
     RBM,
@@ -31,6 +17,11 @@ from numpyro_ebm.models.rbm import (
     RBMGibbsInfo,
     RBMGibbsState,
     bernoulli_base,
+)
+from numpyro_ebm.models.references import (
+    critical_beta,
+    onsager_energy_per_site,
+    onsager_magnetization,
 )
 
 __all__ = [
@@ -54,16 +45,8 @@ __all__ = [
     "gaussian_statistics",
     "viterbi",
     "Ising",
-    "binary_test_image",
     "critical_beta",
-    "flip_noise",
-    "flip_noise_strength",
     "onsager_energy_per_site",
     "onsager_magnetization",
-    "posterior",
-    "restoration_model",
-    "restore_gibbs",
-    "restore_icm",
-    "restore_mean_field",
     "spin",
 ]
