@@ -242,6 +242,25 @@ def test_model_sites_and_get_params():
         ising.model(jnp.ones((2, 4, 3)))
 
 
+def test_model_trains_by_contrastive_divergence_with_its_own_sampler():
+    """SVI on ``ising.model`` with CD-2 and ``kernel=None`` (the site's colour-block Gibbs
+    kernel) recovers (J, h) of a 3x3 open lattice from 2000 exact draws (standard error of the
+    maximum-likelihood J about 0.01; the start, J = h = 0, is 0.4 away)."""
+    import optax
+    from numpyro.infer import SVI
+
+    ising = Ising((3, 3), periodic=False)
+    true = ising.init_params(beta=0.4, field=0.15)  # {"J": 0.4, "h": 0.06}
+    configs = _configs((3, 3))
+    data = configs[jax.random.categorical(jax.random.key(0), -ising.energy(true, configs),
+                                          shape=(2000,))]
+    loss = numpyro_ebm.ContrastiveDivergence(None, num_steps=2)
+    svi = SVI(ising.model, numpyro_ebm.no_guide, optax.adam(0.02), loss=loss)
+    result = svi.run(jax.random.key(1), 1500, data, subsample_size=500, progress_bar=False)
+    params = ising.get_params(result.params)
+    assert abs(float(params["J"]) - 0.4) < 0.05 and abs(float(params["h"]) - 0.06) < 0.05, params
+
+
 def test_ising_is_a_pytree_without_leaves():
     ising = Ising((3, 5), periodic=False, name="x", site="y")
     leaves, treedef = jax.tree.flatten(ising)
