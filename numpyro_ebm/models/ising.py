@@ -31,7 +31,8 @@ periodic side of odd length) a greedy colouring with one mask per colour.
 
     ising = Ising((64, 64))
     params = ising.init_params(beta=0.5)                     # {"J": 0.5, "h": 0.0}
-    result = ising.sample(jax.random.key(0), params, num_chains=32, num_steps=1000)
+    up = ising.init_spins(jax.random.key(1), 32, kind="up")   # the ordered phase, quick to mix
+    result = ising.sample(jax.random.key(0), params, 32, num_steps=1000, init_positions=up)
     jnp.abs(ising.magnetization(result.positions)).mean()    # ~ onsager_magnetization(0.5)
     Ising((3, 3)).log_partition(params)                      # exact, by enumeration
 """
