@@ -4,7 +4,10 @@ Side by side in one run, for 1 chain and 32 chains:
 
 * ours via ``numpyro_ebm.sample_chains`` (vmap over chains, scan over steps, flip rate and
   log density tracked),
-* ours, raw sweep (``Ising.sample``: the kernel's sweep on the batched lattice, no vmap),
+* ours, raw sweep (``ising.kernel(params).step`` on the batched lattice, no vmap, in a scan),
+* the same raw sweep with ``jax.random.uniform(key, shape, minval=-1, maxval=1)`` in place of the
+  hand-written ``numpyro_ebm.models.lattice.uniform_pm1`` (the A/B that decides whether that
+  hand-written RNG stays: it does only while this row is more than 10% slower),
 * a hand-written JAX sublattice update (neighbour sums by ``jnp.roll``, or by slices of a
   wrap-padded copy; sigmoid + where on the full lattice per colour, jit + scan),
 * ``thrml`` (Extropic's block Gibbs library): ``IsingEBM`` on the same torus with the two
@@ -16,7 +19,7 @@ Also printed: the mean energy per site of the final states of every sampler (the
 model, so these must agree within Monte Carlo error; Onsager's infinite-lattice value at
 beta = 0.4 is -1.1037 for reference; the finite 64x64 torus is close to it).
 
-Usage: ``python benchmarks/ising.py [--sweeps 1000] [--repeats 3] [--no-thrml]``; writes
+Usage: ``python benchmarks/ising.py [--steps 1000] [--repeats 3] [--no-thrml]``; writes
 ``benchmarks/results/ising.md``.
 """
 
@@ -34,13 +37,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import numpyro_ebm
-from numpyro_ebm.models import Ising, onsager_energy_per_site
+from numpyro_ebm.models import Ising, lattice, onsager_energy_per_site
 
 L, BETA = 64, 0.4
+ISING = Ising((L, L))
+PARAMS = ISING.init_params(beta=BETA)
 
 
 # ---------------------------------------------------------------- hand-written JAX baseline
-def make_hand_written(num_sweeps):
+def make_hand_written(num_steps):
     parity = (np.add.outer(np.arange(L), np.arange(L)) % 2) == 0
 
     def half(key, s, mask):
@@ -55,12 +60,12 @@ def make_hand_written(num_sweeps):
             k1, k2 = jax.random.split(key)
             return half(k2, half(k1, s, parity), ~parity), None
 
-        return jax.lax.scan(sweep, s, jax.random.split(key, num_sweeps))[0]
+        return jax.lax.scan(sweep, s, jax.random.split(key, num_steps))[0]
 
     return run
 
 
-def make_hand_written_pad(num_sweeps):
+def make_hand_written_pad(num_steps):
     """The same update with neighbour sums from one wrap-padded copy (XLA on CPU compiles chained
     ``jnp.roll``s poorly)."""
     parity = (np.add.outer(np.arange(L), np.arange(L)) % 2) == 0
@@ -78,35 +83,54 @@ def make_hand_written_pad(num_sweeps):
             k1, k2 = jax.random.split(key)
             return half(k2, half(k1, s, parity), ~parity), None
 
-        return jax.lax.scan(sweep, s, jax.random.split(key, num_sweeps))[0]
+        return jax.lax.scan(sweep, s, jax.random.split(key, num_steps))[0]
 
     return run
 
 
 # ---------------------------------------------------------------- ours
-def make_ours_sample_chains(num_sweeps):
-    ising = Ising((L, L), beta=BETA)
+def make_ours_sample_chains(num_steps):
+    kernel = ISING.kernel(PARAMS)
 
     def run(key, s):
-        return numpyro_ebm.sample_chains(key, ising.logdensity, ising.kernel, s, num_sweeps).positions
+        return numpyro_ebm.sample_chains(key, None, kernel, s, num_steps).positions
 
     return run
 
 
-def make_ours_raw(num_sweeps):
-    ising = Ising((L, L), beta=BETA)
+def make_ours_raw(num_steps):
+    kernel = ISING.kernel(PARAMS)  # its step takes the batch of lattices directly
 
     @jax.jit
     def run(key, s):
-        from numpyro_ebm.models.ising import _run_sweeps
+        state = kernel.init(s)
+        state, _ = jax.lax.scan(lambda st, k: (kernel.step(k, st)[0], None), state,
+                                jax.random.split(key, num_steps))
+        return state.position
 
-        return _run_sweeps(ising, key, s, num_sweeps)
+    return run
+
+
+def make_ours_stock_rng(num_steps):
+    """The raw sweep with ``jax.random.uniform`` instead of ``lattice.uniform_pm1`` (swapped in
+    while the program is traced, on its first call)."""
+    raw = make_ours_raw(num_steps)
+
+    def stock(rng_key, shape, dtype):
+        return jax.random.uniform(rng_key, shape, dtype, minval=-1.0, maxval=1.0)
+
+    def run(key, s):
+        saved, lattice.uniform_pm1 = lattice.uniform_pm1, stock
+        try:
+            return raw(key, s)
+        finally:
+            lattice.uniform_pm1 = saved
 
     return run
 
 
 # ---------------------------------------------------------------- thrml
-def make_thrml(num_sweeps, num_chains):
+def make_thrml(num_steps, num_chains):
     import thrml
     from thrml.models import IsingEBM, IsingSamplingProgram
 
@@ -123,7 +147,7 @@ def make_thrml(num_sweeps, num_chains):
     blocks = [thrml.Block(even), thrml.Block(odd)]
     program = IsingSamplingProgram(model, blocks, clamped_blocks=[])
     # one "step" of thrml's schedule updates every free block once = one sweep
-    schedule = thrml.SamplingSchedule(n_warmup=num_sweeps - 1, n_samples=1, steps_per_sample=1)
+    schedule = thrml.SamplingSchedule(n_warmup=num_steps - 1, n_samples=1, steps_per_sample=1)
     all_nodes = [thrml.Block(nodes)]
     even_idx, odd_idx = np.flatnonzero(parity), np.flatnonzero(~parity)
 
@@ -156,32 +180,33 @@ def timed_interleaved(methods, key, s, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1000, help="sweeps (kernel steps) per chain")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chains", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--no-thrml", action="store_true")
     args = parser.parse_args()
 
     load_start = os.getloadavg()[0]
-    ising = Ising((L, L), beta=BETA)
+    ising, params = ISING, PARAMS
     rows = []
     for num_chains in args.chains:
         s0 = ising.init_spins(jax.random.key(0), num_chains)
         methods = {
-            "ours (sample_chains)": make_ours_sample_chains(args.sweeps),
-            "ours (raw sweep)": make_ours_raw(args.sweeps),
-            "hand-written JAX (roll)": make_hand_written(args.sweeps),
-            "hand-written JAX (pad)": make_hand_written_pad(args.sweeps),
+            "ours (sample_chains)": make_ours_sample_chains(args.steps),
+            "ours (raw sweep)": make_ours_raw(args.steps),
+            "ours (raw, jax.random.uniform)": make_ours_stock_rng(args.steps),
+            "hand-written JAX (roll)": make_hand_written(args.steps),
+            "hand-written JAX (pad)": make_hand_written_pad(args.steps),
         }
         if not args.no_thrml:
-            methods["thrml"] = make_thrml(args.sweeps, num_chains)
+            methods["thrml"] = make_thrml(args.steps, num_chains)
         best, outs = timed_interleaved(methods, jax.random.key(1), s0, args.repeats)
         for name in methods:
             seconds, out = best[name], outs[name]
-            e = float(jnp.mean(ising.energy_per_site(out)))
-            sweeps_per_s = args.sweeps * num_chains / seconds
+            e = float(jnp.mean(ising.energy_per_site(params, out))) / BETA  # J = 1 units
+            sweeps_per_s = args.steps * num_chains / seconds
             rows.append((num_chains, name, seconds, sweeps_per_s, sweeps_per_s * L * L, e))
-            print(f"{num_chains:>3} chains  {name:<24} {seconds:8.3f} s  "
+            print(f"{num_chains:>3} chains  {name:<30} {seconds:8.3f} s  "
                   f"{sweeps_per_s:12.0f} sweeps/s  {sweeps_per_s * L * L / 1e6:9.2f} Mspins/s  "
                   f"E/site {e:+.4f}", flush=True)
 
@@ -191,7 +216,8 @@ def main():
 
     lines = []
     for num_chains in args.chains:
-        for other in ("thrml", "hand-written JAX (roll)", "hand-written JAX (pad)"):
+        for other in ("thrml", "hand-written JAX (roll)", "hand-written JAX (pad)",
+                      "ours (raw, jax.random.uniform)"):
             for ours in ("ours (sample_chains)", "ours (raw sweep)"):
                 r = ratio(num_chains, ours, other)
                 if np.isfinite(r):
@@ -215,7 +241,7 @@ def main():
         "the machine; the samplers are interleaved within each timing round so they see the same "
         "load, but absolute rates vary between runs).",
         "",
-        f"Periodic 64x64 lattice, J = 1, h = 0, beta = {BETA}, {args.sweeps} sweeps from random "
+        f"Periodic 64x64 lattice, J = 1, h = 0, beta = {BETA}, {args.steps} sweeps from random "
         f"spins, float32; best of {args.repeats} runs after a compile run. E/site: mean energy per "
         f"site of the final states (one lattice for 1 chain, so only a sanity check; Onsager, "
         f"infinite lattice: {float(onsager_energy_per_site(BETA)):+.4f}). Speed-up = time of the "

@@ -208,15 +208,16 @@ def part1(num_train_steps, rows):
 # ----------------------------------------------------------------------------- the EBM likelihood
 
 L, J_TRUE, N_DATA = (4, 4), 0.3, 400
+ISING = Ising(L)  # the lattice; parameters {"J": J, "h": 0} are passed explicitly
 
 
 def part2():
     print("\n== Part 2: an EBM as a likelihood (Ising coupling J, 4x4 periodic, N = 400) ==")
     idx = np.arange(2**16)[:, None]
     configs = jnp.asarray(np.where((idx >> np.arange(16)) & 1, 1.0, -1.0).reshape(-1, *L))
-    bonds_all = -Ising(L, coupling=1.0).energy(configs)  # sufficient statistic B(s)
+    bonds_all = ISING.bond_sum(configs)  # sufficient statistic B(s)
     data = configs[jax.random.categorical(jax.random.key(0), J_TRUE * bonds_all, shape=(N_DATA,))]
-    total = float(-Ising(L, coupling=1.0).energy(data).sum())
+    total = float(ISING.bond_sum(data).sum())
     grid = jnp.linspace(0.2, 0.4, 401)
     log_prior = dist.Normal(0.0, 1.0).log_prob(grid)
     log_Z = jax.vmap(lambda J: jax.scipy.special.logsumexp(J * bonds_all))(grid)
@@ -224,7 +225,8 @@ def part2():
 
     @jax.jit
     def pl_sum(J):
-        return pseudo_log_likelihood(lambda s: Ising(L, coupling=J).energy(s), data).sum()
+        energy = lambda s: ISING.energy({"J": J, "h": 0.0}, s)  # noqa: E731
+        return pseudo_log_likelihood(energy, data).sum()
 
     pl = np.asarray(log_prior + jax.lax.map(pl_sum, grid), np.float64)
 
@@ -239,17 +241,18 @@ def part2():
 
     def pl_model(spins):
         J = numpyro.sample("J", dist.Normal(0.0, 1.0))
-        energy = lambda s: Ising(L, coupling=J).energy(s)  # noqa: E731
+        energy = lambda s: ISING.energy({"J": J, "h": 0.0}, s)  # noqa: E731
         numpyro.factor("pseudo_likelihood", pseudo_log_likelihood(energy, spins, (-1, 1)).sum())
 
     def exact_model(spins):
         J = numpyro.sample("J", dist.Normal(0.0, 1.0))
-        log_Z = logz_exact(lambda s: Ising(L, coupling=J).energy(s.reshape(-1, *L)), 16, (-1, 1))
+        energy = lambda s: ISING.energy({"J": J, "h": 0.0}, s.reshape(-1, *L))  # noqa: E731
+        log_Z = logz_exact(energy, 16, (-1, 1))
         numpyro.factor("log_lik", J * total - spins.shape[0] * log_Z)
 
     def naive_model(spins):
         J = numpyro.sample("J", dist.Normal(0.0, 1.0))
-        numpyro.sample("spins", Ising(L, coupling=J).as_distribution(), obs=spins)
+        numpyro.sample("spins", ISING.distribution({"J": J, "h": 0.0}), obs=spins)
 
     rows = [("exact posterior (grid, log Z by enumeration)", m_ex, sd_ex)]
     rows.append(("pseudo-likelihood posterior (grid)", m_pl, sd_pl))

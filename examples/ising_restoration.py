@@ -1,8 +1,9 @@
 """Ising image restoration: a binary image, corrupted by random flips, restored three ways.
 
-Model (a NumPyro model, ``numpyro_ebm.models.restoration_model``): hidden clean spins y with an
-Ising prior, log p(y) = beta J sum_<ij> y_i y_j; each observed pixel x_i equals y_i with
-probability 1 - p. The posterior is again an Ising model,
+Model (a NumPyro model, ``numpyro_ebm.applications.restoration_model``): hidden clean spins y with
+an Ising prior ``ising.distribution(params)``, params = {"J": beta J, "h": 0}, i.e.
+log p(y) = beta J sum_<ij> y_i y_j; each observed pixel x_i equals y_i with probability 1 - p. The
+posterior is again an Ising model (``applications.posterior``),
 E(y | x) = -eta sum_i x_i y_i - beta J sum_<ij> y_i y_j, eta = 1/2 log((1 - p) / p).
 
 Restorations: posterior mean by checkerboard Gibbs sampling (sign of E[y | x]), iterated
@@ -22,15 +23,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from numpyro_ebm.models import (  # noqa: E402
-    Ising,
-    binary_test_image,
+from numpyro_ebm.applications import (  # noqa: E402
     flip_noise,
     flip_noise_strength,
     restore_gibbs,
     restore_icm,
     restore_mean_field,
 )
+from numpyro_ebm.datasets import binary_test_image  # noqa: E402
+from numpyro_ebm.models import Ising  # noqa: E402
 
 
 def main():
@@ -44,7 +45,8 @@ def main():
 
     clean = binary_test_image(args.size)
     noisy = flip_noise(jax.random.key(args.seed), clean, args.flip_prob)
-    prior = Ising(clean.shape, coupling=1.0, beta=args.beta, periodic=False)
+    ising = Ising(clean.shape, periodic=False)
+    prior = ising.init_params(coupling=1.0, beta=args.beta)
     print(f"{args.size}x{args.size} image, flip probability {args.flip_prob}, prior beta*J = "
           f"{args.beta}, eta = {float(flip_noise_strength(args.flip_prob)):.3f}")
 
@@ -53,14 +55,14 @@ def main():
 
     results = {"noisy": (noisy, 0.0)}
     t0 = time.perf_counter()
-    restored, mean = restore_gibbs(jax.random.key(args.seed + 1), noisy, prior, args.flip_prob,
-                                   num_sweeps=400, num_burn=100, num_chains=8)
+    restored, mean = restore_gibbs(jax.random.key(args.seed + 1), noisy, ising, prior,
+                                   args.flip_prob, num_steps=400, num_burn=100, num_chains=8)
     results["Gibbs posterior mean"] = (jax.block_until_ready(restored), time.perf_counter() - t0)
     t0 = time.perf_counter()
-    icm, sweeps = restore_icm(noisy, prior, args.flip_prob)
-    results[f"ICM ({int(sweeps)} sweeps)"] = (jax.block_until_ready(icm), time.perf_counter() - t0)
+    icm, iters = restore_icm(noisy, ising, prior, args.flip_prob)
+    results[f"ICM ({int(iters)} sweeps)"] = (jax.block_until_ready(icm), time.perf_counter() - t0)
     t0 = time.perf_counter()
-    mf, _ = restore_mean_field(noisy, prior, args.flip_prob)
+    mf, _ = restore_mean_field(noisy, ising, prior, args.flip_prob)
     results["mean field"] = (jax.block_until_ready(mf), time.perf_counter() - t0)
 
     print(f"{'image':<24} {'pixel error':>12} {'time (s)':>9}")

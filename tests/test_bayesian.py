@@ -188,13 +188,15 @@ def test_prior_posterior_trained_ebm():
 
 def test_pseudo_log_likelihood_matches_ising_conditionals():
     """For spins, log p(s_i | s_-i) = log sigmoid(2 s_i m_i) with m_i the local field."""
-    ising = Ising((4, 5), coupling=0.4, field=0.1 * jnp.arange(5.0), periodic=False)
+    ising = Ising((4, 5), periodic=False)
+    params = ising.init_params(coupling=0.4, field=0.1 * jnp.arange(5.0))
+    energy = functools.partial(ising.energy, params)
     s = ising.init_spins(jax.random.key(0), 7)
-    expected = jax.nn.log_sigmoid(2.0 * ising.local_field(s) * s).sum((-2, -1))
-    got = jax.jit(lambda s: pseudo_log_likelihood(ising.energy, s, (-1, 1)))(s)
+    expected = jax.nn.log_sigmoid(2.0 * ising.local_field(params, s) * s).sum((-2, -1))
+    got = jax.jit(lambda s: pseudo_log_likelihood(energy, s, (-1, 1)))(s)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     chunked = jax.jit(
-        lambda s: pseudo_log_likelihood(ising.energy, s, (-1, 1), chunk_size=3)
+        lambda s: pseudo_log_likelihood(energy, s, (-1, 1), chunk_size=3)
     )(s)
     np.testing.assert_allclose(chunked, expected, rtol=1e-5, atol=1e-4)
 
@@ -262,13 +264,17 @@ def all_spin_configurations(num_units):
     return jnp.asarray(np.where((idx >> np.arange(num_units)) & 1, 1.0, -1.0), jnp.float32)
 
 
+ISING = Ising(L)
+
+
 def bond_sum(s):
     """Sufficient statistic: sum over bonds s_i s_j (= -E(s) at J = 1)."""
-    return -Ising(L, coupling=1.0).energy(s)
+    return ISING.bond_sum(s)
 
 
 def ising_energy(J):
-    return lambda s: Ising(L, coupling=J).energy(s.reshape(s.shape[:-1] + L))
+    """E_J(s) = -J B(s) on flat configurations ``(..., 16)``."""
+    return lambda s: ISING.energy({"J": J, "h": 0.0}, s.reshape(s.shape[:-1] + L))
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +305,8 @@ def j_grid_posteriors(ising_data):
 
     @jax.jit
     def pl_sum(J):
-        return pseudo_log_likelihood(lambda s: Ising(L, coupling=J).energy(s), ising_data).sum()
+        energy = lambda s: ISING.energy({"J": J, "h": 0.0}, s)  # noqa: E731
+        return pseudo_log_likelihood(energy, ising_data).sum()
 
     pl = log_prior + jax.lax.map(pl_sum, grid)
     return np.asarray(grid, np.float64), np.asarray(exact, np.float64), np.asarray(pl, np.float64)
@@ -328,7 +335,7 @@ def test_ising_exact_and_pseudo_likelihood_posteriors(ising_data, j_grid_posteri
     # NUTS on the pseudo-likelihood model matches the pseudo-likelihood grid posterior
     def pl_model(spins):
         J = numpyro.sample("J", dist.Normal(0.0, PRIOR_SD))
-        energy = lambda s: Ising(L, coupling=J).energy(s)  # noqa: E731
+        energy = lambda s: ISING.energy({"J": J, "h": 0.0}, s)  # noqa: E731
         numpyro.factor("pseudo_likelihood", pseudo_log_likelihood(energy, spins, (-1, 1)).sum())
 
     mcmc = MCMC(NUTS(pl_model), num_warmup=150, num_samples=500, progress_bar=False)
@@ -386,7 +393,7 @@ def test_ising_naive_posterior_without_logz_is_wrong(ising_data, j_grid_posterio
 
     def naive_model(spins):
         J = numpyro.sample("J", dist.Normal(0.0, PRIOR_SD))
-        numpyro.sample("spins", Ising(L, coupling=J).as_distribution(), obs=spins)
+        numpyro.sample("spins", ISING.distribution({"J": J, "h": 0.0}), obs=spins)
 
     mcmc = MCMC(NUTS(naive_model), num_warmup=100, num_samples=100, progress_bar=False)
     mcmc.run(jax.random.key(3), ising_data)

@@ -121,18 +121,20 @@ def test_gibbs_with_gradients_spins():
 
 def test_block_gibbs_ising_conditionals_match_exact():
     """Generic block Gibbs with the Ising checkerboard conditionals on an open 3x4 lattice."""
-    ising = Ising((3, 4), beta=0.5, field=0.1, periodic=False)
+    ising = Ising((3, 4), periodic=False)
+    params = ising.init_params(beta=0.5, field=0.1)
     configs = jnp.asarray(list(itertools.product((-1, 1), repeat=12)), jnp.float32)
     configs = configs.reshape(-1, 3, 4)
-    probs = jax.nn.softmax(ising.logdensity(configs))
-    exact_energy = probs @ ising.energy(configs)
-    kernel = partial(block_gibbs, conditional_samplers=ising.block_conditionals())
-    result = _run(kernel, ising.logdensity, ising.init_spins(jax.random.key(1), 1000),
+    probs = jax.nn.softmax(ising.logdensity(params, configs))
+    exact_energy = probs @ ising.energy(params, configs)
+    kernel = partial(block_gibbs, conditional_samplers=ising.block_conditionals(params))
+    logdensity = partial(ising.logdensity, params)
+    result = _run(kernel, logdensity, ising.init_spins(jax.random.key(1), 1000),
                   num_steps=80, num_samples=60)
     assert isinstance(result.state, BlockGibbsState)
-    mean, se = _chain_means(ising.energy(result.samples))
+    mean, se = _chain_means(ising.energy(params, result.samples))
     assert abs(float(mean - exact_energy)) < 4 * float(se)
-    np.testing.assert_allclose(result.logdensity, ising.logdensity(result.positions), rtol=1e-5)
+    np.testing.assert_allclose(result.logdensity, logdensity(result.positions), rtol=1e-5)
 
 
 def test_block_gibbs_pytree_position():

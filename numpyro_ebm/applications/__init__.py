@@ -1,6 +1,6 @@
 """Use a trained energy: denoising (:mod:`.denoising`), anomaly scores (:mod:`.anomaly`),
-classification (:mod:`.classification`). The metrics (``psnr``, ``auroc``) live in
-:mod:`numpyro_ebm.evaluation`."""
+classification (:mod:`.classification`), Ising image restoration (:mod:`.restoration`). The
+metrics (``psnr``, ``auroc``) live in :mod:`numpyro_ebm.evaluation`."""
 
 from numpyro_ebm.applications.anomaly import anomaly_scores
 from numpyro_ebm.applications.classification import class_probabilities, predict_min_energy
@@ -13,8 +13,15 @@ from numpyro_ebm.applications.denoising import (
     tweedie_denoise,
     wiener_denoise,
 )
-
-# --- restoration (numpyro_ebm.applications.restoration): imports added here by the lead ---
+from numpyro_ebm.applications.restoration import (
+    flip_noise,
+    flip_noise_strength,
+    posterior,
+    restoration_model,
+    restore_gibbs,
+    restore_icm,
+    restore_mean_field,
+)
 
 __all__ = [
     "DenoiseResult",
@@ -27,5 +34,12 @@ __all__ = [
     "predict_min_energy",
     "tweedie_denoise",
     "wiener_denoise",
-    # --- restoration exports: added here by the lead ---
+    # restoration
+    "flip_noise",
+    "flip_noise_strength",
+    "posterior",
+    "restoration_model",
+    "restore_gibbs",
+    "restore_icm",
+    "restore_mean_field",
 ]

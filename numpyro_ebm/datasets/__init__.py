@@ -1,9 +1,10 @@
 """Data sets: the 2-D toy densities of the EBM literature (exact samplers and densities; by
 family in :mod:`.mixtures`, :mod:`.curves`, :mod:`.shapes`, with the registry
-:data:`TOY_DENSITIES` and :func:`entropy` in :mod:`.toy`) and synthetic sequences from a known
-hidden Markov model (:mod:`.sequences`)."""
+:data:`TOY_DENSITIES` and :func:`entropy` in :mod:`.toy`), synthetic sequences from a known
+hidden Markov model (:mod:`.sequences`) and a binary test image (:mod:`.images`)."""
 
 from numpyro_ebm.datasets.curves import NoisyCurves, spirals, swiss_roll, two_moons
+from numpyro_ebm.datasets.images import binary_test_image
 from numpyro_ebm.datasets.mixtures import (
     GaussianMixture2D,
     Rings,
@@ -18,6 +19,7 @@ from numpyro_ebm.datasets.toy import TOY_DENSITIES, entropy
 __all__ = [
     "HMM",
     "TOY_DENSITIES",
+    "binary_test_image",
     "Checkerboard",
     "GaussianMixture2D",
     "NoisyCurves",

@@ -1,5 +1,6 @@
 """Classical energy-based models: Ising, RBM, DBM, products of experts, exponential families, CRFs."""
 
+from numpyro_ebm.models.base import EnergyModel
 from numpyro_ebm.models.crf import (
     LinearChainCRF,
     LinearChainCRFModel,
@@ -10,21 +11,7 @@ from numpyro_ebm.models.crf import (
 )
 from numpyro_ebm.models.dbm import DBM, DBMState
 from numpyro_ebm.models.expfam import ExponentialFamily, gaussian_statistics
-from numpyro_ebm.models.ising import (
-    Ising,
-    binary_test_image,
-    critical_beta,
-    flip_noise,
-    flip_noise_strength,
-    onsager_energy_per_site,
-    onsager_magnetization,
-    posterior,
-    restoration_model,
-    restore_gibbs,
-    restore_icm,
-    restore_mean_field,
-    spin,
-)
+from numpyro_ebm.models.ising import Ising, spin
 from numpyro_ebm.models.product import ProductOfExperts, as_energy, gaussian_product
 from numpyro_ebm.models.rbm import (
     RBM,
@@ -34,10 +21,16 @@ from numpyro_ebm.models.rbm import (
     RBMGibbsState,
     bernoulli_base,
 )
+from numpyro_ebm.models.references import (
+    critical_beta,
+    onsager_energy_per_site,
+    onsager_magnetization,
+)
 
 __all__ = [
     "DBM",
     "DBMState",
+    "EnergyModel",
     "ExponentialFamily",
     "GaussianBernoulliRBM",
     "LinearChainCRF",
@@ -56,16 +49,8 @@ __all__ = [
     "gaussian_statistics",
     "viterbi",
     "Ising",
-    "binary_test_image",
     "critical_beta",
-    "flip_noise",
-    "flip_noise_strength",
     "onsager_energy_per_site",
     "onsager_magnetization",
-    "posterior",
-    "restoration_model",
-    "restore_gibbs",
-    "restore_icm",
-    "restore_mean_field",
     "spin",
 ]
