@@ -232,9 +232,9 @@ def test_rbm_site_is_binary_and_cd_selects_it_by_kind():
     assert support.is_discrete and support.event_dim == 1
     assert bool(jnp.all(support(data))) and not bool(jnp.all(support(data + 0.5)))
     assert not is_label_site(site)  # discrete, but a vector: CD/PCD's kind
-    assert select_sites(sites, None, False, "ContrastiveDivergence") == [site]
+    assert select_sites(sites, None, "sampled", "ContrastiveDivergence") == [site]
     with pytest.raises(ValueError, match="label sites"):
-        select_sites(sites, None, True, "ConditionalMaximumLikelihood")
+        select_sites(sites, None, "label", "ConditionalMaximumLikelihood")
     # the Gaussian-Bernoulli RBM's visible units are real
     gb = GaussianBernoulliRBM(2, 2)
     assert not gb.distribution(gb.init_params()).support.is_discrete
