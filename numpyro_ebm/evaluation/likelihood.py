@@ -63,7 +63,7 @@ def pseudo_log_likelihood(
 
     :param energy_fn: ``E``, mapping configurations ``(..., *event_shape) -> (...)`` (an output of
         shape ``(..., 1)`` is accepted). It may close over traced parameters (inside a NumPyro
-        model, ``jit`` or ``grad``), e.g. ``lambda s: Ising((4, 4), coupling=J).energy(s)``.
+        model, ``jit`` or ``grad``), e.g. ``lambda s: Ising((4, 4)).energy({"J": J, "h": 0.0}, s)``.
     :param x: configurations, shape ``(*batch, *event_shape)``, entries from ``values``.
     :param values: the states of one unit, e.g. ``(-1, 1)`` (spins), ``(0, 1)`` (binary),
         ``(0, 1, 2)`` (a 3-state Potts unit); at least two distinct finite numbers.
@@ -80,7 +80,7 @@ def pseudo_log_likelihood(
 
         def model(spins):                                   # spins: (N, 4, 4) in {-1, +1}
             J = numpyro.sample("J", dist.Normal(0.0, 1.0))
-            energy = lambda s: Ising((4, 4), coupling=J).energy(s)
+            energy = lambda s: Ising((4, 4)).energy({"J": J, "h": 0.0}, s)
             numpyro.factor("pl", pseudo_log_likelihood(energy, spins, (-1, 1)).sum())
     """
     if not callable(energy_fn):

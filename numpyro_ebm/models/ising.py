@@ -52,7 +52,8 @@ from numpyro_ebm._validation import check_int, check_positive
 from numpyro_ebm.models.base import EnergyModel
 from numpyro_ebm.models.lattice import bond_sum, colour_block_sweep, colouring, neighbor_sum
 from numpyro_ebm.sampling.annealing import AnnealingPath
-from numpyro_ebm.sampling.gibbs import BlockGibbsState, GibbsInfo
+from numpyro_ebm.sampling.block_gibbs import BlockGibbsState
+from numpyro_ebm.sampling.discrete import GibbsInfo
 
 __all__ = ["Ising", "spin"]
 
@@ -273,8 +274,8 @@ class Ising(EnergyModel):
     def annealing_path(self, params) -> AnnealingPath:
         r"""The path :math:`f_b(s) = -b\,E_\theta(s)`, :math:`b \in [0, 1]`: base uniform spins
         (exact draws, :math:`\log Z_0 = N \log 2`), ``kernel(b)`` one colour-block Gibbs sweep
-        at :math:`b` per step (:class:`~numpyro_ebm.sampling.gibbs.BlockGibbsState` with
-        ``logdensity`` :math:`= f_b`, tracked; :class:`~numpyro_ebm.sampling.gibbs.GibbsInfo`
+        at :math:`b` per step (:class:`~numpyro_ebm.sampling.block_gibbs.BlockGibbsState` with
+        ``logdensity`` :math:`= f_b`, tracked; :class:`~numpyro_ebm.sampling.discrete.GibbsInfo`
         with the flip rate). The step keeps the spins' dtype and also takes a batch of lattices
         ``(..., *shape)`` without ``vmap``."""
         params = self.check_params(params)

@@ -85,10 +85,12 @@ def as_top_level_api(
 
     .. code-block:: python
 
-        ising = numpyro_ebm.models.Ising((32, 32), beta=0.4)
+        ising = numpyro_ebm.models.Ising((32, 32))
+        params = ising.init_params(beta=0.4)
         kernel = functools.partial(numpyro_ebm.block_gibbs,
-                                   conditional_samplers=ising.block_conditionals())
-        result = numpyro_ebm.sample_chains(jax.random.key(0), ising.logdensity, kernel,
+                                   conditional_samplers=ising.block_conditionals(params))
+        result = numpyro_ebm.sample_chains(jax.random.key(0),
+                                           functools.partial(ising.logdensity, params), kernel,
                                            ising.init_spins(jax.random.key(1), 64), 500)
     """
     kernel = build_kernel(conditional_samplers)

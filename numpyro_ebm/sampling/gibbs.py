@@ -33,8 +33,6 @@ from blackjax.base import SamplingAlgorithm
 
 from numpyro_ebm._validation import check_int
 
-# re-exported for models/ising.py, which imports it from here
-from numpyro_ebm.sampling.block_gibbs import BlockGibbsState  # noqa: F401
 from numpyro_ebm.sampling.discrete import (
     GibbsInfo,
     check_array_position,
