@@ -32,7 +32,6 @@ from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
 
 from numpyro_ebm._validation import check_int
-
 from numpyro_ebm.sampling.discrete import (
     GibbsInfo,
     check_array_position,
