@@ -60,7 +60,7 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AISResult",
