@@ -57,16 +57,9 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def mlp():
-    import flax.linen as nn
+    from numpyro_ebm.nets import MLPEnergy
 
-    class MLP(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.swish(nn.Dense(128)(x))
-            x = nn.swish(nn.Dense(128)(x))
-            return nn.Dense(1)(x)[..., 0]
-
-    return MLP()
+    return MLPEnergy(hidden=(128, 128))
 
 
 def make_model(with_log_Z: bool):

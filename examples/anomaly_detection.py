@@ -21,7 +21,6 @@ import argparse
 import time
 from functools import partial
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,21 +35,12 @@ from numpyro_ebm.datasets import two_moons
 from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation import auroc
-
-
-class EnergyMLP(nn.Module):
-    hidden: int = 128
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.swish(nn.Dense(self.hidden)(x))
-        x = nn.swish(nn.Dense(self.hidden)(x))
-        return nn.Dense(1)(x)[..., 0]
+from numpyro_ebm.nets import MLPEnergy
 
 
 def make_model(dim, hidden, batch_size):
     def model(data):
-        net = flax_module("energy", EnergyMLP(hidden), input_shape=(1, dim))
+        net = flax_module("energy", MLPEnergy(hidden=(hidden, hidden)), input_shape=(1, dim))
         with numpyro.plate("data", data.shape[0], subsample_size=min(batch_size, data.shape[0])):
             batch = numpyro.subsample(data, event_dim=1)
             numpyro.sample("x", numpyro_ebm.Unnormalized(net, (dim,)), obs=batch)

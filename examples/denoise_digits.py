@@ -28,7 +28,6 @@ import time
 from functools import partial
 
 import blackjax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,24 +47,13 @@ from numpyro_ebm.applications import (
 from numpyro_ebm.estimators import no_guide
 from numpyro_ebm.estimators.score_matching import DenoisingScoreMatching
 from numpyro_ebm.evaluation import psnr
+from numpyro_ebm.nets import MLPEnergy
 
 DIM = 64
 
 
-class EnergyMLP(nn.Module):
-    """``E(x)``: 64 -> 256 -> 256 -> 1, swish."""
-
-    hidden: int = 256
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.swish(nn.Dense(self.hidden)(x))
-        x = nn.swish(nn.Dense(self.hidden)(x))
-        return nn.Dense(1)(x)[..., 0]
-
-
 def digits_model(data, batch_size=256):
-    net = flax_module("energy", EnergyMLP(), input_shape=(1, DIM))
+    net = flax_module("energy", MLPEnergy(hidden=(256, 256)), input_shape=(1, DIM))
     with numpyro.plate("data", data.shape[0], subsample_size=batch_size):
         batch = numpyro.subsample(data, event_dim=1)
         numpyro.sample("x", numpyro_ebm.Unnormalized(net, (DIM,)), obs=batch)

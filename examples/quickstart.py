@@ -147,28 +147,13 @@ def main(num_chains=4000, num_steps=1000, out="quickstart.png"):
 
 
 # ------------------------------------------------------------------------ training
-class MLPEnergy:
-    """A Flax MLP energy ``2 -> 128 -> 128 -> 1`` (swish), as used by the benchmarks."""
-
-    @staticmethod
-    def module():
-        import flax.linen as nn
-
-        class MLP(nn.Module):
-            @nn.compact
-            def __call__(self, x):
-                x = nn.swish(nn.Dense(128)(x))
-                x = nn.swish(nn.Dense(128)(x))
-                return nn.Dense(1)(x)[..., 0]
-
-        return MLP()
-
-
 def ebm_model(data):
     """A NumPyro model whose observed site is the EBM: minibatches of 256 under a plate."""
     from numpyro.contrib.module import flax_module
 
-    energy = flax_module("energy", MLPEnergy.module(), input_shape=(1, 2))
+    energy = flax_module(
+        "energy", numpyro_ebm.nets.MLPEnergy(hidden=(128, 128)), input_shape=(1, 2)
+    )
     with numpyro.plate("data", data.shape[0], subsample_size=256):
         batch = numpyro.subsample(data, event_dim=1)
         numpyro.sample("x", numpyro_ebm.Unnormalized(energy, (2,)), obs=batch)
