@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions import ExpandedDistribution, MaskedDistribution
+from numpyro.infer.initialization import init_to_feasible
 
 __all__ = ["energy_fn", "trace_model", "unwrap_distribution"]
 
@@ -21,15 +22,19 @@ def unwrap_distribution(fn):
 
 
 def _stand_in_value(msg):
-    """A value for a latent site that has none yet, without calling ``sample`` when it raises
-    (an ``Unnormalized`` site has no sampler)."""
+    """A value for a latent site that has none yet (an ``Unnormalized`` site has no sampler):
+    NumPyro's ``init_to_feasible`` for continuous supports, a draw (or a feasible point of the
+    support, when the distribution cannot be sampled) for discrete ones."""
     if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
         return None
     fn = msg["fn"]
+    if not fn.support.is_discrete:
+        return init_to_feasible(msg)
     try:
         return fn.sample(msg["kwargs"]["rng_key"], msg["kwargs"]["sample_shape"])
     except NotImplementedError:
-        return jnp.zeros(msg["kwargs"]["sample_shape"] + fn.shape())
+        shape = tuple(msg["kwargs"]["sample_shape"]) + tuple(fn.shape())
+        return fn.support.feasible_like(jnp.zeros(shape))
 
 
 def trace_model(model, params=None, model_args=(), model_kwargs=None, rng_key=None):
