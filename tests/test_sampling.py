@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import blackjax
 import jax
@@ -378,16 +377,26 @@ def test_unnormalized_distribution_as_logdensity():
 
 
 def test_repeated_calls_do_not_recompile():
+    """The log density runs in Python only while a program is traced: a second call with the
+    same kernel and density traces nothing but the shape check of `init_positions`."""
+    calls = []
+
+    def logdensity(x):
+        calls.append(1)
+        return gauss_logdensity(x)
+
     kernel = functools.partial(ula, step_size=0.05)
     x0 = jnp.zeros((6, 2))
-    sample_chains(jax.random.key(0), gauss_logdensity, kernel, x0, 7)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from numpyro_ebm.sampling import chains
 
-        before = chains._run._cache_size()
-        sample_chains(jax.random.key(1), gauss_logdensity, kernel, x0 + 1.0, 7)
-        assert chains._run._cache_size() == before
+    def run(key, x):
+        before = len(calls)
+        sample_chains(jax.random.key(key), logdensity, kernel, x, 7)
+        return len(calls) - before
+
+    first = run(0, x0)
+    second = run(1, x0 + 1.0)
+    assert second < first and second <= 1
+    assert run(2, jnp.zeros((5, 2))) > second  # a new shape compiles a new program
 
 
 # ---------------------------------------------------------------------------------- sharding

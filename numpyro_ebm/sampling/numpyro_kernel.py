@@ -1,3 +1,6 @@
+# Over ~400 lines on purpose: one class, BlackJAXKernel, implementing NumPyro's MCMCKernel protocol
+# (init, sample, postprocess, diagnostics, extra fields) and its two warmup adaptations; the
+# length is mostly the docstrings of that one public object.
 r"""Any BlackJAX sampling algorithm as a NumPyro :class:`~numpyro.infer.mcmc.MCMCKernel`.
 
 :class:`BlackJAXKernel` lets ``numpyro.infer.MCMC`` drive a BlackJAX algorithm (``blackjax.mala``,
