@@ -6,6 +6,8 @@ public function stays jittable.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,34 @@ def check_positive(name: str, x) -> None:
     arr = np.asarray(x)
     if not np.all(arr > 0):
         raise ValueError(f"`{name}` must be > 0, got {x!r}.")
+
+
+def check_float(name: str, x, *, minimum=None, maximum=None, positive: bool = False) -> float:
+    """Return ``float(x)`` or raise naming ``name``: ``TypeError`` unless ``x`` is a real number
+    (not a bool), ``ValueError`` unless it is finite, ``>= minimum``, ``<= maximum`` and, with
+    ``positive``, ``> 0``."""
+    bounds = []
+    if positive:
+        bounds.append("> 0")
+    if minimum is not None:
+        bounds.append(f">= {minimum}")
+    if maximum is not None:
+        bounds.append(f"<= {maximum}")
+    expected = "a finite float" + (f" {' and '.join(bounds)}" if bounds else "")
+    if isinstance(x, bool):
+        raise TypeError(f"`{name}` must be {expected}, got {x!r}.")
+    try:
+        value = float(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be {expected}, got {x!r}.") from err
+    if (
+        not math.isfinite(value)
+        or (positive and not value > 0)
+        or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
+    ):
+        raise ValueError(f"`{name}` must be {expected}, got {x!r}.")
+    return value
 
 
 def check_int(name: str, x, minimum: int = 0) -> int:

@@ -264,7 +264,7 @@ def test_public_names_by_family():
     assert ds.NoisyCurves is curves.NoisyCurves and ds.spirals is curves.spirals
     assert ds.Checkerboard is shapes.Checkerboard and ds.pinwheel is shapes.pinwheel
     assert ds.TOY_DENSITIES is toy.TOY_DENSITIES and ds.entropy is toy.entropy
-    for name in toy.__all__:  # the old module path keeps every name
+    for name in toy.__all__:  # the registry and entropy, re-exported by the package
         assert getattr(toy, name) is getattr(ds, name)
 
 

@@ -42,33 +42,15 @@ from numpyro.distributions.distribution import Distribution
 from numpyro.util import is_prng_key
 
 from numpyro_ebm._validation import check_int
-from numpyro_ebm.datasets.curves import NoisyCurves, spirals, swiss_roll, two_moons
+from numpyro_ebm.datasets.curves import spirals, swiss_roll, two_moons
 from numpyro_ebm.datasets.mixtures import (
-    GaussianMixture2D,
-    Rings,
     eight_gaussians,
     rings,
     twenty_five_gaussians,
 )
-from numpyro_ebm.datasets.shapes import Checkerboard, Pinwheel, checkerboard, pinwheel
+from numpyro_ebm.datasets.shapes import checkerboard, pinwheel
 
-__all__ = [
-    "Checkerboard",
-    "GaussianMixture2D",
-    "NoisyCurves",
-    "Pinwheel",
-    "Rings",
-    "TOY_DENSITIES",
-    "checkerboard",
-    "eight_gaussians",
-    "entropy",
-    "pinwheel",
-    "rings",
-    "spirals",
-    "swiss_roll",
-    "twenty_five_gaussians",
-    "two_moons",
-]
+__all__ = ["TOY_DENSITIES", "entropy"]
 
 
 def entropy(

@@ -31,13 +31,12 @@ ConditionalMaximumLikelihood())``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from numpyro_ebm._validation import check_int
+from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import EnergyEstimator
 from numpyro_ebm.estimators.sites import EBMSite, site_events
 from numpyro_ebm.sampling.chains import build_algorithm, sample_chains
@@ -76,13 +75,7 @@ def check_kernel(kernel) -> None:
 
 def check_alpha(alpha) -> float:
     """``float(alpha)``, or raise naming ``alpha`` unless it is a finite float ``>= 0``."""
-    try:
-        alpha = float(alpha)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"`alpha` must be a float >= 0, got {alpha!r}.") from err
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"`alpha` must be a finite float >= 0, got {alpha!r}.")
-    return alpha
+    return check_float("alpha", alpha, minimum=0.0)
 
 
 class ContrastiveDivergence(EnergyEstimator):

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.distributions import TransformedDistribution
 
-from numpyro_ebm._validation import check_int
+from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.energy import trace_model, unwrap_distribution
 from numpyro_ebm.estimators.base import EnergyEstimator, no_guide
 from numpyro_ebm.estimators.nce import nce_loss
@@ -127,13 +127,7 @@ class FlowContrastiveEstimation(EnergyEstimator):
     def __init__(self, num_noise: int = 1, flow_mle_weight: float = 0.0, sites=None):
         super().__init__(sites)
         self.num_noise = check_int("num_noise", num_noise, minimum=1)
-        if isinstance(flow_mle_weight, bool) or not isinstance(flow_mle_weight, (int, float)):
-            raise TypeError(f"`flow_mle_weight` must be a float >= 0, got {flow_mle_weight!r}.")
-        if not (flow_mle_weight >= 0 and math.isfinite(flow_mle_weight)):
-            raise ValueError(
-                f"`flow_mle_weight` must be a finite float >= 0, got {flow_mle_weight!r}."
-            )
-        self.flow_mle_weight = float(flow_mle_weight)
+        self.flow_mle_weight = check_float("flow_mle_weight", flow_mle_weight, minimum=0.0)
 
     def nonfinite_hint(self) -> str:
         return (

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
-from numpyro_ebm._validation import check_int
+from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import ANY_SITE
 from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
 from numpyro_ebm.estimators.sites import EBMSite, site_events
@@ -139,15 +139,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                     f"num_chains positions from the buffer), got {buffer_size}."
                 )
         self.buffer_size = buffer_size
-        try:
-            reinit_prob = float(reinit_prob)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"`reinit_prob` must be a float in [0, 1], got {reinit_prob!r}."
-            ) from err
-        if not 0.0 <= reinit_prob <= 1.0:
-            raise ValueError(f"`reinit_prob` must be in [0, 1], got {reinit_prob!r}.")
-        self.reinit_prob = reinit_prob
+        self.reinit_prob = check_float("reinit_prob", reinit_prob, minimum=0.0, maximum=1.0)
         self.init_dist = _check_init_dist(init_dist)
 
     @property

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_ebm._validation import check_int
+from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import EnergyEstimator
 from numpyro_ebm.estimators.sites import EBMSite
 
@@ -290,18 +290,7 @@ def _check_sigmas(sigma) -> tuple[float, ...]:
     sigmas = tuple(sigma) if isinstance(sigma, (Sequence, np.ndarray)) else (sigma,)
     if not sigmas:
         raise ValueError("`sigma` must be a positive float or a non-empty tuple of them, got ().")
-    checked = []
-    for s in sigmas:
-        try:
-            s = float(s)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"`sigma` must be a positive float or a tuple of them, got {sigma!r}."
-            ) from err
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"`sigma` must be > 0 and finite (every entry), got {sigma!r}.")
-        checked.append(s)
-    return tuple(checked)
+    return tuple(check_float("sigma", s, positive=True) for s in sigmas)
 
 
 class DenoisingScoreMatching(EnergyEstimator):

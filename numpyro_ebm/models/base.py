@@ -75,6 +75,18 @@ class EnergyModel:
     event_shape: tuple = ()
     support = None  # a numpyro constraint; None means real
 
+    def set_names(self, name: str, site: str | None, site_suffix: str | None) -> None:
+        """Set ``name`` (the prefix of the ``numpyro.param`` sites) and ``site`` (the observed
+        site; default ``f"{name}_{site_suffix}"``, or ``name`` when ``site_suffix`` is None)."""
+        if not isinstance(name, str) or not (site is None or isinstance(site, str)):
+            raise TypeError(
+                f"{type(self).__name__}: `name` and `site` must be str, got {name!r}, {site!r}."
+            )
+        self.name = name
+        if site is None:
+            site = name if site_suffix is None else f"{name}_{site_suffix}"
+        self.site = site
+
     # -- parameters ----------------------------------------------------------------------------
 
     @property

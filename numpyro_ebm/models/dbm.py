@@ -113,11 +113,8 @@ class DBM(EnergyModel):
         self.num_hidden1 = check_int("num_hidden1", num_hidden1, 1)
         self.num_hidden2 = check_int("num_hidden2", num_hidden2, 1)
         check_positive("init_scale", init_scale)
-        if not isinstance(name, str):
-            raise TypeError(f"`name` must be a str, got {name!r}.")
         self.init_scale = float(init_scale)
-        self.name = name
-        self.site = f"{name}_x" if site is None else site
+        self.set_names(name, site, "x")
 
     def __repr__(self):
         return f"DBM({self.num_visible}, {self.num_hidden1}, {self.num_hidden2})"

@@ -86,8 +86,7 @@ class ExponentialFamily(EnergyModel):
         if self.theta is not None and self.theta.ndim != 1:
             raise ValueError(f"`theta` must be a 1-D array (K,), got shape {self.theta.shape}.")
         self.support = support
-        self.name = name
-        self.site = name if site is None else site
+        self.set_names(name, site, None)
 
     def __repr__(self):
         return f"ExponentialFamily(event_shape={self.event_shape})"

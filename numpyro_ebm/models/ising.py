@@ -114,12 +114,9 @@ class Ising(EnergyModel):
             )
         if not isinstance(periodic, (bool, np.bool_)):
             raise TypeError(f"Ising: `periodic` must be a bool, got {periodic!r}.")
-        if not isinstance(name, str) or not (site is None or isinstance(site, str)):
-            raise TypeError(f"Ising: `name` and `site` must be str, got {name!r}, {site!r}.")
         self.shape = self.event_shape = shape
         self.periodic = bool(periodic)
-        self.name = name
-        self.site = f"{name}_s" if site is None else site
+        self.set_names(name, site, "s")
 
     def tree_flatten(self):
         return (), (self.shape, self.periodic, self.name, self.site)

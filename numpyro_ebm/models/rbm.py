@@ -151,11 +151,8 @@ class RBMBase(EnergyModel):
         self.num_visible = check_int("num_visible", num_visible, 1)
         self.num_hidden = check_int("num_hidden", num_hidden, 1)
         check_positive("init_scale", init_scale)
-        if not isinstance(name, str):
-            raise TypeError(f"`name` must be a str, got {name!r}.")
         self.init_scale = float(init_scale)
-        self.name = name
-        self.site = f"{name}_v" if site is None else site
+        self.set_names(name, site, "v")
 
     def __repr__(self):
         return f"{type(self).__name__}(num_visible={self.num_visible}, num_hidden={self.num_hidden})"

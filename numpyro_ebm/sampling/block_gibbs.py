@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
 
+from numpyro_ebm.sampling.chains import bind_algorithm
 from numpyro_ebm.sampling.discrete import GibbsInfo, flip_rate
 
 __all__ = ["BlockGibbsState", "as_top_level_api", "block_gibbs", "build_kernel", "init"]
@@ -93,15 +94,7 @@ def as_top_level_api(
                                            functools.partial(ising.logdensity, params), kernel,
                                            ising.init_spins(jax.random.key(1), 64), 500)
     """
-    kernel = build_kernel(conditional_samplers)
-
-    def init_fn(position, rng_key=None):
-        return init(position, logdensity_fn)
-
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, logdensity_fn)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    return bind_algorithm(init, build_kernel(conditional_samplers), logdensity_fn)
 
 
 block_gibbs = GenerateSamplingAPI(as_top_level_api, init, build_kernel)

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.base import SamplingAlgorithm
 from jax.sharding import NamedSharding, PartitionSpec
 from numpyro.distributions import Distribution
 
@@ -17,6 +18,7 @@ from numpyro_ebm._validation import check_finite, check_int, is_concrete, leadin
 
 __all__ = [
     "ChainResult",
+    "bind_algorithm",
     "build_algorithm",
     "is_algorithm",
     "logdensity_of",
@@ -58,6 +60,24 @@ def logdensity_of(logdensity_fn) -> tuple[Callable, tuple | None]:
             f"distribution; got {logdensity_fn!r}."
         )
     return logdensity_fn, None
+
+
+def bind_algorithm(
+    init: Callable, kernel: Callable, logdensity_fn: Callable, check_position=None, **parameters
+) -> SamplingAlgorithm:
+    """A ``blackjax.SamplingAlgorithm`` from an ``init(position, logdensity_fn)`` and a
+    ``kernel(rng_key, state, logdensity_fn, **parameters)`` (BlackJAX's ``as_top_level_api``
+    pattern), with an optional ``check_position(position) -> position`` run by ``init``."""
+
+    def init_fn(position, rng_key=None):
+        if check_position is not None:
+            position = check_position(position)
+        return init(position, logdensity_fn)
+
+    def step_fn(rng_key, state):
+        return kernel(rng_key, state, logdensity_fn, **parameters)
+
+    return SamplingAlgorithm(init_fn, step_fn)
 
 
 def is_algorithm(kernel) -> bool:

@@ -32,6 +32,7 @@ from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
 
 from numpyro_ebm._validation import check_int
+from numpyro_ebm.sampling.chains import bind_algorithm
 from numpyro_ebm.sampling.discrete import (
     GibbsInfo,
     check_array_position,
@@ -161,15 +162,12 @@ def as_top_level_api(
     vals = check_values("gibbs", values, num_categories)
     kernel = build_kernel(vals, None, scan, num_sites_per_step)
 
-    def init_fn(position, rng_key=None):
+    def check_position(position):
         position = check_array_position("gibbs", position)
         check_in_values("gibbs", position, vals)
-        return init(position, logdensity_fn)
+        return position
 
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, logdensity_fn)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    return bind_algorithm(init, kernel, logdensity_fn, check_position)
 
 
 gibbs = GenerateSamplingAPI(as_top_level_api, init, build_kernel)

@@ -23,6 +23,7 @@ from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
 
 from numpyro_ebm._validation import check_int
+from numpyro_ebm.sampling.chains import bind_algorithm
 from numpyro_ebm.sampling.discrete import check_array_position, check_in_values, check_values
 
 __all__ = [
@@ -134,7 +135,7 @@ def as_top_level_api(
     vals = check_values("gibbs_with_gradients", values)
     kernel = build_kernel(vals, num_flips)
 
-    def init_fn(position, rng_key=None):
+    def check_position(position):
         position = check_array_position("gibbs_with_gradients", position)
         if not jnp.issubdtype(position.dtype, jnp.floating):
             raise TypeError(
@@ -142,12 +143,9 @@ def as_top_level_api(
                 f"differentiated in x), got dtype {position.dtype}."
             )
         check_in_values("gibbs_with_gradients", position, vals)
-        return init(position, logdensity_fn)
+        return position
 
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, logdensity_fn)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    return bind_algorithm(init, kernel, logdensity_fn, check_position)
 
 
 gibbs_with_gradients = GenerateSamplingAPI(as_top_level_api, init, build_kernel)

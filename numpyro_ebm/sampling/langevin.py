@@ -41,6 +41,7 @@ from blackjax.base import SamplingAlgorithm
 from blackjax.mcmc.diffusions import DiffusionState, overdamped_langevin
 
 from numpyro_ebm._validation import check_positive
+from numpyro_ebm.sampling.chains import bind_algorithm
 
 __all__ = ["ULAInfo", "ULAState", "as_top_level_api", "build_kernel", "init", "ula"]
 
@@ -115,15 +116,9 @@ def as_top_level_api(logdensity_fn: Callable, step_size, noise_scale=None) -> Sa
     check_positive("step_size", step_size)
     if noise_scale is not None:
         check_positive("noise_scale", noise_scale)
-    kernel = build_kernel()
-
-    def init_fn(position, rng_key=None):
-        return init(position, logdensity_fn)
-
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, logdensity_fn, step_size, noise_scale)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    return bind_algorithm(
+        init, build_kernel(), logdensity_fn, step_size=step_size, noise_scale=noise_scale
+    )
 
 
 ula = GenerateSamplingAPI(as_top_level_api, init, build_kernel)
