@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpyro
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.evaluation.ais import AISResult, logz_ais
 from numpyro_ebm.models.base import EnergyModel
 from numpyro_ebm.models.rbm import MAX_ENUMERATION_UNITS, data_visible_bias, logsumexp_binary_layer
@@ -112,8 +112,7 @@ class DBM(EnergyModel):
         self.num_visible = check_int("num_visible", num_visible, 1)
         self.num_hidden1 = check_int("num_hidden1", num_hidden1, 1)
         self.num_hidden2 = check_int("num_hidden2", num_hidden2, 1)
-        check_positive("init_scale", init_scale)
-        self.init_scale = float(init_scale)
+        self.init_scale = check_float("init_scale", init_scale, positive=True)
         self.set_names(name, site, "x")
 
     def __repr__(self):

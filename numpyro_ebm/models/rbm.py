@@ -57,7 +57,7 @@ import numpyro.distributions as dist
 from blackjax.base import SamplingAlgorithm
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm._validation import check_float, check_int, check_positive
 from numpyro_ebm.evaluation.ais import AISResult, logz_ais
 from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models.base import EnergyModel
@@ -150,8 +150,7 @@ class RBMBase(EnergyModel):
                  name: str = "rbm", site: str | None = None):
         self.num_visible = check_int("num_visible", num_visible, 1)
         self.num_hidden = check_int("num_hidden", num_hidden, 1)
-        check_positive("init_scale", init_scale)
-        self.init_scale = float(init_scale)
+        self.init_scale = check_float("init_scale", init_scale, positive=True)
         self.set_names(name, site, "v")
 
     def __repr__(self):
