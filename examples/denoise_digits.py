@@ -80,7 +80,7 @@ def train_dsm(key, x_train, sigma, steps, lr=1e-3):
     return partial(E, result.params), seconds
 
 
-def restore(energy, energy_s, x_train, clean, noise, key, num_chains, num_mcmc_steps, step_size):
+def restore(energy, energy_s, x_train, clean, noise, key, num_chains, num_steps, step_size):
     """All restorations of ``clean + noise * eps``; returns the PSNR rows and the images."""
     k_noise, k_post = jax.random.split(key)
     noisy = clean + noise * jax.random.normal(k_noise, clean.shape)
@@ -89,7 +89,7 @@ def restore(energy, energy_s, x_train, clean, noise, key, num_chains, num_mcmc_s
     post = jax.jit(
         lambda k, y: denoise(
             k, energy, y, noise, partial(blackjax.mala, step_size=step_size),
-            num_steps=num_mcmc_steps, num_samples=num_mcmc_steps // 2, num_chains=num_chains,
+            num_steps=num_steps, num_samples=num_steps // 2, num_chains=num_chains,
         )
     )(k_post, noisy)
     jax.block_until_ready(post.mean)
@@ -115,7 +115,7 @@ def restore(energy, energy_s, x_train, clean, noise, key, num_chains, num_mcmc_s
 
 def run(
     seed=0, noise=0.25, prior_sigma=0.1, steps=3000, num_test=100, num_chains=4,
-    num_mcmc_steps=600, step_size=3e-3, tweedie=True, verbose=True,
+    num_steps=600, step_size=3e-3, tweedie=True, verbose=True,
 ):
     x_train, x_test, _, _ = load_digits_split()
     x_train = jnp.asarray(x_train)
@@ -125,7 +125,7 @@ def run(
     energy_s, t_tweedie = train_dsm(k_tweedie, x_train, noise, steps) if tweedie else (None, 0.0)
     clean = jnp.asarray(x_test[:num_test])
     rows, images, t_post, acceptance = restore(
-        energy, energy_s, x_train, clean, noise, k_restore, num_chains, num_mcmc_steps, step_size
+        energy, energy_s, x_train, clean, noise, k_restore, num_chains, num_steps, step_size
     )
 
     # the same posterior as a NumPyro model, one digit, MCMC(BlackJAXKernel(mala))
@@ -133,7 +133,7 @@ def run(
     model = posterior_model(energy, (DIM,), noise)
     mcmc = MCMC(
         numpyro_ebm.BlackJAXKernel(blackjax.mala, model=model, step_size=step_size),
-        num_warmup=num_mcmc_steps // 2, num_samples=num_mcmc_steps // 2, num_chains=num_chains,
+        num_warmup=num_steps // 2, num_samples=num_steps // 2, num_chains=num_chains,
         chain_method="vectorized", progress_bar=False,
     )
     mcmc.run(k_mcmc, noisy0, init_params={"x": jnp.broadcast_to(noisy0, (num_chains, DIM))})
@@ -145,7 +145,7 @@ def run(
         print(f"digits: {x_train.shape[0]} train, {num_test} test images; noise s = {noise}; "
               f"EBM prior: DSM sigma = {prior_sigma}, {steps} steps")
         print(f"train: DSM prior {t_prior:.1f} s, DSM for Tweedie {t_tweedie:.1f} s; posterior "
-              f"sampling {t_post:.1f} s ({num_chains} chains x {num_mcmc_steps} MALA steps of "
+              f"sampling {t_post:.1f} s ({num_chains} chains x {num_steps} MALA steps of "
               f"{step_size} per image, acceptance {acceptance:.2f})")
         print(f"{'method':<48} PSNR (dB)")
         for name, value in rows:
