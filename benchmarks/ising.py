@@ -19,7 +19,7 @@ Also printed: the mean energy per site of the final states of every sampler (the
 model, so these must agree within Monte Carlo error; Onsager's infinite-lattice value at
 beta = 0.4 is -1.1037 for reference; the finite 64x64 torus is close to it).
 
-Usage: ``python benchmarks/ising.py [--steps 1000] [--repeats 3] [--no-thrml]``; writes
+Usage: ``python benchmarks/ising.py [--num-steps 1000] [--repeats 3] [--no-thrml]``; writes
 ``benchmarks/results/ising.md``.
 """
 
@@ -180,7 +180,7 @@ def timed_interleaved(methods, key, s, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000, help="sweeps (kernel steps) per chain")
+    parser.add_argument("--num-steps", type=int, default=1000, help="sweeps (kernel steps) per chain")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chains", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--no-thrml", action="store_true")
@@ -192,19 +192,19 @@ def main():
     for num_chains in args.chains:
         s0 = ising.init_spins(jax.random.key(0), num_chains)
         methods = {
-            "ours (sample_chains)": make_ours_sample_chains(args.steps),
-            "ours (raw sweep)": make_ours_raw(args.steps),
-            "ours (raw, jax.random.uniform)": make_ours_stock_rng(args.steps),
-            "hand-written JAX (roll)": make_hand_written(args.steps),
-            "hand-written JAX (pad)": make_hand_written_pad(args.steps),
+            "ours (sample_chains)": make_ours_sample_chains(args.num_steps),
+            "ours (raw sweep)": make_ours_raw(args.num_steps),
+            "ours (raw, jax.random.uniform)": make_ours_stock_rng(args.num_steps),
+            "hand-written JAX (roll)": make_hand_written(args.num_steps),
+            "hand-written JAX (pad)": make_hand_written_pad(args.num_steps),
         }
         if not args.no_thrml:
-            methods["thrml"] = make_thrml(args.steps, num_chains)
+            methods["thrml"] = make_thrml(args.num_steps, num_chains)
         best, outs = timed_interleaved(methods, jax.random.key(1), s0, args.repeats)
         for name in methods:
             seconds, out = best[name], outs[name]
             e = float(jnp.mean(ising.energy_per_site(params, out))) / BETA  # J = 1 units
-            sweeps_per_s = args.steps * num_chains / seconds
+            sweeps_per_s = args.num_steps * num_chains / seconds
             rows.append((num_chains, name, seconds, sweeps_per_s, sweeps_per_s * L * L, e))
             print(f"{num_chains:>3} chains  {name:<30} {seconds:8.3f} s  "
                   f"{sweeps_per_s:12.0f} sweeps/s  {sweeps_per_s * L * L / 1e6:9.2f} Mspins/s  "
@@ -241,7 +241,7 @@ def main():
         "the machine; the samplers are interleaved within each timing round so they see the same "
         "load, but absolute rates vary between runs).",
         "",
-        f"Periodic 64x64 lattice, J = 1, h = 0, beta = {BETA}, {args.steps} sweeps from random "
+        f"Periodic 64x64 lattice, J = 1, h = 0, beta = {BETA}, {args.num_steps} sweeps from random "
         f"spins, float32; best of {args.repeats} runs after a compile run. E/site: mean energy per "
         f"site of the final states (one lattice for 1 chain, so only a sanity check; Onsager, "
         f"infinite lattice: {float(onsager_energy_per_site(BETA)):+.4f}). Speed-up = time of the "

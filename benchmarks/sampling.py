@@ -1,7 +1,7 @@
 r"""Benchmark: many-chain Langevin sampling of a neural energy, ours vs hand-written JAX vs TorchEBM.
 
 Energy: a ``2 -> 128 -> 128 -> 1`` swish MLP with fixed random weights (float32), the same weights
-in every implementation. ``--chains`` chains (default 1024) run ``--steps`` steps (default 1000) of
+in every implementation. ``--chains`` chains (default 1024) run ``--num-steps`` steps (default 1000) of
 
 .. math:: x \leftarrow x - \eta\,\nabla_x E(x) + \sqrt{2\eta}\,\varepsilon
 
@@ -165,7 +165,7 @@ def torch_runner(weights, step_size, num_steps, threads):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chains", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--num-steps", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--step-size", type=float, default=1e-2)
     parser.add_argument("--device", default=None, help="label for the table (default: detected)")
@@ -188,7 +188,7 @@ def main(argv=None):
     weights = make_weights()
     energy = jax_energy(weights)
     logdensity = lambda x: -energy(x)
-    h, n, s = args.step_size, args.chains, args.steps
+    h, n, s = args.step_size, args.chains, args.num_steps
     x0_np = np.random.default_rng(1).normal(size=(n, 2)).astype(np.float32)
     x0 = jnp.asarray(x0_np)
     key = jax.random.key(0)

@@ -197,7 +197,7 @@ def run_cell(name, dataset, args):
     data = truth.sample(k_train, (args.num_train,))
     test = truth.sample(k_test, (args.num_test,))
     model, guide, optim, loss, num_steps, extra = make_setup(
-        name, dataset, data, args.steps, k_flow
+        name, dataset, data, args.num_updates, k_flow
     )
     svi = SVI(model, guide, optim, loss=loss)
     state, losses, done, wall, cpu = train(
@@ -410,7 +410,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--estimators", default=",".join(ESTIMATORS))
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--steps", type=int, default=None, help="override every estimator's steps")
+    parser.add_argument("--num-updates", type=int, default=None, help="override every estimator's optimizer steps")
     parser.add_argument("--seconds", type=float, default=60.0, help="time budget per cell")
     parser.add_argument(
         "--clock",

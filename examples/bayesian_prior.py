@@ -369,17 +369,17 @@ def write_results(path, p1, rows, p2, num_train_steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=3000, help="DSM training steps")
+    parser.add_argument("--num-updates", type=int, default=3000, help="DSM optimizer steps")
     parser.add_argument("--out", default="bayesian_prior.png")
     parser.add_argument("--results", default=None, help="write a markdown results snippet here")
     args = parser.parse_args()
     t0 = time.perf_counter()
     rows = []
-    p1 = part1(args.steps, rows)
+    p1 = part1(args.num_updates, rows)
     p2 = part2()
     figure(p1, p2, args.out)
     if args.results:
-        write_results(args.results, p1, rows, p2, args.steps)
+        write_results(args.results, p1, rows, p2, args.num_updates)
     print(f"total {time.perf_counter() - t0:.0f}s")
 
 

@@ -152,11 +152,11 @@ def run(seed=0, steps=2000, jem_steps=2000, verbose=True):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--jem-steps", type=int, default=2000)
+    parser.add_argument("--num-updates", type=int, default=2000)
+    parser.add_argument("--jem-num-updates", type=int, default=2000)
     parser.add_argument("--out", default="classify_digits.png")
     args = parser.parse_args()
-    r = run(args.seed, args.steps, args.jem_steps)
+    r = run(args.seed, args.num_updates, args.jem_num_updates)
 
     import matplotlib
 

@@ -185,10 +185,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise", type=float, default=0.25)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--num-updates", type=int, default=3000)
     parser.add_argument("--out", default="denoise_digits.png")
     args = parser.parse_args()
-    r = run(seed=args.seed, noise=args.noise, steps=args.steps)
+    r = run(seed=args.seed, noise=args.noise, steps=args.num_updates)
     save_grid(r, args.out)
     print(f"saved {args.out}")
 

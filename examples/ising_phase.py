@@ -7,7 +7,7 @@ All temperatures run in one compiled program (``jax.vmap`` over the parameters
 ``ising.init_params(beta=beta)``). One step of ``ising.kernel(params)`` is one colour-block sweep.
 Prints the largest deviation from the exact curves away from the critical region and saves a PNG.
 
-Usage: python examples/ising_phase.py [--sizes 32 64] [--steps 700] [--out ising_phase.png]
+Usage: python examples/ising_phase.py [--sizes 32 64] [--num-steps 700] [--out ising_phase.png]
 """
 
 import argparse
@@ -61,7 +61,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--burn", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--num-steps", type=int, default=700)
     parser.add_argument("--out", default="ising_phase.png")
     args = parser.parse_args()
 
@@ -78,12 +78,12 @@ def main():
     ax_e.plot(fine_t, onsager_energy_per_site(1 / fine_t), "k-", lw=1.5, label="Onsager (L = inf)")
     for i, size in enumerate(args.sizes):
         t0 = time.perf_counter()
-        m, e = measure(jax.random.key(i), size, betas, args.chains, args.burn, args.steps)
+        m, e = measure(jax.random.key(i), size, betas, args.chains, args.burn, args.num_steps)
         m, e = np.asarray(jax.block_until_ready(m)), np.asarray(e)
         seconds = time.perf_counter() - t0
         dm, de = np.abs(m - exact_m)[ordered].max(), np.abs(e - exact_e)[away].max()
         print(f"L = {size:3d}: {len(betas)} temperatures x {args.chains} chains x "
-              f"{args.burn + args.steps} steps in {seconds:.1f} s; max ||M| - exact| for "
+              f"{args.burn + args.num_steps} steps in {seconds:.1f} s; max ||M| - exact| for "
               f"T < T_c - 0.35: {dm:.4f}; max |E/N - exact| for |T - T_c| > 0.35: {de:.4f}")
         ax_m.plot(temperatures, m, "o", ms=4, label=f"Gibbs, {size}x{size}")
         ax_e.plot(temperatures, e, "o", ms=4, label=f"Gibbs, {size}x{size}")
