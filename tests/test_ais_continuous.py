@@ -210,6 +210,9 @@ def test_log_likelihood_errors(gaussian_test_data):
         heldout_log_likelihood(gaussian_model, p, x, "nope", logz=0.0)
     with pytest.raises(TypeError, match="params"):
         heldout_log_likelihood(gaussian_model, [1.0], x, logz=0.0)
+    # parameters matched against the model, before any quadrature
+    with pytest.raises(ValueError, match=r"\['nu'\] that are no site.*param sites are \['mu'\]"):
+        heldout_log_likelihood(gaussian_model, {"nu": MU}, x, logz="quadrature", low=-7, high=7)
 
     def two_sites(data=None):
         numpyro.sample("a", numpyro_ebm.Unnormalized(lambda v: v**2, ()), obs=1.0)

@@ -223,7 +223,9 @@ def heldout_log_likelihood(
     ``E = energy_fn(model, site)``.
 
     :param model: the NumPyro model holding the EBM site (as trained with SVI).
-    :param dict params: its parameters (``svi.get_params(state)``).
+    :param dict params: its parameters (``svi.get_params(state)``): every ``numpyro.param`` site of
+        the model, or ``{}`` / ``None`` for their initial values; unknown (e.g. misspelt) or
+        missing keys raise (:func:`numpyro_ebm.energy.check_params`).
     :param data: held-out examples, shape ``(N, *event_shape)``.
     :param str site: the site name; ``None`` finds the model's only ``Unnormalized`` site.
     :param logz: how to get :math:`\log Z(\theta)`:
@@ -287,6 +289,8 @@ def heldout_log_likelihood(
     def energy(x):
         return E(params, x)
 
+    # first, so that parameters that do not match the model raise before any quadrature or AIS
+    energies = jnp.asarray(energy(data)).reshape(data.shape[0])
     event_size = math.prod(event_shape)
     stderr = jnp.asarray(0.0)
     if isinstance(logz, str):
@@ -330,7 +334,6 @@ def heldout_log_likelihood(
                 "heldout_log_likelihood: a numeric `logz` must be a scalar; got shape "
                 f"{log_Z.shape}."
             )
-    energies = jnp.asarray(energy(data)).reshape(data.shape[0])
     per_example = -energies - log_Z
     n = data.shape[0]
     stderr_data = (
