@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from numpyro_ebm._validation import check_finite, check_int
+from numpyro_ebm._validation import check_finite, check_int, is_concrete
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import energy_fn as _energy_fn
 from numpyro_ebm.energy import trace_model, unwrap_distribution
@@ -334,6 +334,11 @@ def heldout_log_likelihood(
                 "heldout_log_likelihood: a numeric `logz` must be a scalar; got shape "
                 f"{log_Z.shape}."
             )
+    if is_concrete(log_Z) and not np.isfinite(np.asarray(log_Z)):
+        raise ValueError(
+            f"heldout_log_likelihood: `logz` gave log Z = {float(log_Z)}; expected a finite number "
+            "(a NaN or infinite log Z would make every log-likelihood meaningless)."
+        )
     per_example = -energies - log_Z
     n = data.shape[0]
     stderr_data = (
