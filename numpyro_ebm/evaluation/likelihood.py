@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from numpyro_ebm._validation import check_finite, check_int, is_concrete
+from numpyro_ebm._validation import check_finite, check_in_set, check_int, is_concrete
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import energy_fn as _energy_fn
 from numpyro_ebm.energy import trace_model, unwrap_distribution
@@ -103,6 +103,7 @@ def pseudo_log_likelihood(
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_finite("x", x)
+    check_in_set("x", x, vals, "pseudo_log_likelihood")
     batch_shape = x.shape[: x.ndim - event_ndim]
     event_shape = x.shape[x.ndim - event_ndim :]
     num_units = math.prod(event_shape)
