@@ -68,14 +68,17 @@ def _sample_site(tr, site):
     return tr[site]
 
 
-def check_params(params, trace) -> None:
+def check_params(params, trace, site: str | None = None) -> None:
     """Match a parameter dict against a model's trace (from :func:`trace_model`).
 
     ``params`` may hold the model's ``numpyro.param`` sites (Flax modules registered by
     ``flax_module`` appear as ``"<name>$params"``) and values of its latent sample sites. An
-    empty dict or ``None`` means "the initial values", on purpose. Otherwise a key that is no
-    site of the model (e.g. a misspelt name) raises, and so does a missing ``numpyro.param`` site
-    (it would silently be evaluated at its initial value, a fresh network for a Flax module). The
+    empty dict or ``None`` means "the initial values", on purpose. Otherwise a missing
+    ``numpyro.param`` site raises (it would silently be evaluated at its initial value, a fresh
+    network for a Flax module), and so does a key that is no site of the model (e.g. a misspelt
+    name) while a param or latent site is missing. Extra keys beside a complete set of sites are
+    accepted: ``svi.get_params(state)`` also holds the guide's parameters (e.g. a flow guide's),
+    which the model ignores. ``site``, the site being evaluated, need not be given a value. The
     check reads only the keys, so it also runs under ``jax.jit``.
 
     :raises TypeError: if ``params`` is not a dict (or ``None``).
@@ -91,16 +94,17 @@ def check_params(params, trace) -> None:
     if not params:
         return
     param_sites = [k for k, v in trace.items() if v["type"] == "param"]
-    sample_sites = {k for k, v in trace.items() if v["type"] == "sample" and not v["is_observed"]}
-    unknown = sorted(k for k in params if k not in param_sites and k not in sample_sites)
+    latent_sites = [k for k, v in trace.items() if v["type"] == "sample" and not v["is_observed"]]
+    unknown = sorted(k for k in params if k not in param_sites and k not in latent_sites)
     missing = [k for k in param_sites if k not in params]
-    if unknown:
+    unset = [k for k in latent_sites if k not in params and k != site]
+    if unknown and (missing or unset):
         raise ValueError(
-            f"`params` has key(s) {unknown} that are no site of the model; the model's "
-            f"numpyro.param sites are {param_sites}"
-            + (f" (missing from `params`: {missing})" if missing else "")
-            + ". A misspelt name? Parameters of the guide (e.g. a flow guide's) are not the "
-            "model's: pass only the model's, e.g. {k: params[k] for k in <those sites>}."
+            f"`params` has key(s) {unknown} that are no site of the model, while "
+            + (f"its numpyro.param site(s) {missing}" if missing else f"its latent site(s) {unset}")
+            + f" are missing: a misspelt name? The model's numpyro.param sites are {param_sites}"
+            + (f" and its latent sample sites {latent_sites}" if latent_sites else "")
+            + "."
         )
     if missing:
         raise ValueError(
@@ -147,7 +151,7 @@ def energy_fn(model, site: str, model_args=(), model_kwargs=None) -> Callable:
     _sample_site(template, site)
 
     def E(params, x):
-        check_params(params, template)  # unknown or missing keys raise
+        check_params(params, template, site)  # unknown or missing keys raise
         tr = trace_model(model, params, model_args, model_kwargs)
         return -unwrap_distribution(_sample_site(tr, site)["fn"]).log_prob(x)
 

@@ -149,3 +149,19 @@ def test_flax_energy_with_its_params_missing_is_an_error(flax_setup):
     with pytest.raises(ValueError, match=r"\['energy\$params'\]"):
         E({"log_Z": 0.0}, data)  # would otherwise use a fresh network
     E({**params, "log_Z": 0.0}, data)
+
+
+def test_extra_keys_beside_a_complete_set_are_the_guides_and_accepted():
+    E = energy_fn(_two_param_model, "x")
+    x = jnp.ones((3, 2))
+    full = {"mu": jnp.ones(2), "log_Z": jnp.asarray(0.5)}
+    np.testing.assert_allclose(E({**full, "x_flow": {"w": jnp.zeros(3)}}, x), E(full, x))
+
+
+def test_misspelt_latent_site_is_an_error():
+    def model():
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        numpyro.sample("z", Unnormalized(lambda z: (z - a) ** 2))
+
+    with pytest.raises(ValueError, match=r"\['A'\] that are no site.*latent site\(s\) \['a'\]"):
+        energy_fn(model, "z")({"A": 1.0}, jnp.array([1.0, 3.0]))
