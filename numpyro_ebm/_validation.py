@@ -89,3 +89,21 @@ def leading_size(name: str, tree) -> int:
             f"got leaf shapes {[jnp.shape(leaf) for leaf in leaves]}."
         )
     return sizes.pop()
+
+
+def check_in_set(name: str, x, values, caller: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` (and ``caller``) when a concrete ``x`` holds entries
+    outside ``values`` (NaN included), with their count and a few examples."""
+    if x is None or not is_concrete(x):
+        return
+    arr = np.asarray(x)
+    allowed = np.asarray(values)
+    ok = np.isin(arr, allowed)
+    if not ok.all():
+        bad = arr[~ok].ravel()
+        prefix = f"{caller}: " if caller else ""
+        raise ValueError(
+            f"{prefix}`{name}` holds {bad.size} value(s) outside the allowed values "
+            f"{allowed.tolist()} (e.g. {bad[:3].tolist()}); expected every entry in "
+            f"{allowed.tolist()}."
+        )

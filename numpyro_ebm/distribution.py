@@ -10,9 +10,12 @@ import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import Distribution
+
+from numpyro_ebm._validation import is_concrete
 
 __all__ = ["Unnormalized", "energy_factor"]
 
@@ -42,7 +45,8 @@ class Unnormalized(Distribution):
     :param tuple event_shape: shape of one draw ``x`` (``()`` for a scalar, ``(2,)`` for a 2-D point).
     :param support: a NumPyro constraint for each element of ``x`` (default ``constraints.real``);
         a latent site is sampled in the unconstrained space and mapped by ``biject_to(support)``.
-    :param log_Z: optional log normalizing constant, e.g. ``numpyro.param("log_Z", 0.0)``.
+    :param log_Z: optional log normalizing constant, e.g. ``numpyro.param("log_Z", 0.0)``; a
+        concrete non-finite value raises.
     :param annealing_path: optional :class:`~numpyro_ebm.sampling.annealing.AnnealingPath` whose
         ``kernel(1.0)`` is an exact sampler of this density (a classical model's block Gibbs
         kernel, set by ``model.distribution(params)``). Drivers handed the distribution without
@@ -100,6 +104,18 @@ class Unnormalized(Distribution):
                 "Unnormalized: `annealing_path` must be a numpyro_ebm.AnnealingPath (with a "
                 f"`kernel(beta)` sampler), got {annealing_path!r}."
             )
+        if log_Z is not None and is_concrete(log_Z):
+            try:
+                finite = bool(np.all(np.isfinite(np.asarray(log_Z, dtype=float))))
+            except (TypeError, ValueError) as err:
+                raise TypeError(
+                    f"Unnormalized: `log_Z` must be a number (a finite log normalizer), got "
+                    f"{log_Z!r}."
+                ) from err
+            if not finite:
+                raise ValueError(
+                    f"Unnormalized: `log_Z` must be finite (a log normalizer), got {log_Z!r}."
+                )
         self.energy_fn = energy_fn
         self.annealing_path = annealing_path
         self._support = support
@@ -113,7 +129,8 @@ class Unnormalized(Distribution):
         return self._support
 
     def energy(self, value):
-        """``E(value)``, shape ``value.shape[:-len(event_shape)]``; checked against that shape."""
+        """``E(value)``, shape ``value.shape[:-len(event_shape)]``; checked against that shape (a
+        trailing axis of size 1, as an MLP returns, is squeezed; any other shape raises)."""
         value = jnp.asarray(value)
         event_dim = len(self.event_shape)
         if value.shape[value.ndim - event_dim :] != self.event_shape:
@@ -124,8 +141,10 @@ class Unnormalized(Distribution):
         energy = self.energy_fn(value)
         expected = value.shape[: value.ndim - event_dim]
         if jnp.shape(energy) != expected:
-            if jnp.size(energy) == math.prod(expected):
-                energy = jnp.reshape(energy, expected)  # e.g. an MLP's trailing (..., 1) output
+            # only an MLP's trailing (..., 1) output (or a single energy) is reshaped: any other
+            # shape of the right size, e.g. (3, 2) for a batch (2, 3), would mix up examples
+            if jnp.shape(energy) == expected + (1,) or jnp.size(energy) == 1 == math.prod(expected):
+                energy = jnp.reshape(energy, expected)
             else:
                 raise ValueError(
                     f"Unnormalized: `energy_fn` returned shape {jnp.shape(energy)} for a value of "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ from numpyro import handlers
 from numpyro.distributions import ExpandedDistribution, MaskedDistribution
 from numpyro.infer.initialization import init_to_feasible
 
-__all__ = ["energy_fn", "trace_model", "unwrap_distribution"]
+__all__ = ["check_params", "energy_fn", "trace_model", "unwrap_distribution"]
 
 
 def unwrap_distribution(fn):
@@ -68,6 +68,53 @@ def _sample_site(tr, site):
     return tr[site]
 
 
+def check_params(params, trace, site: str | None = None) -> None:
+    """Match a parameter dict against a model's trace (from :func:`trace_model`).
+
+    ``params`` may hold the model's ``numpyro.param`` sites (Flax modules registered by
+    ``flax_module`` appear as ``"<name>$params"``) and values of its latent sample sites. An
+    empty dict or ``None`` means "the initial values", on purpose. Otherwise a missing
+    ``numpyro.param`` site raises (it would silently be evaluated at its initial value, a fresh
+    network for a Flax module), and so does a key that is no site of the model (e.g. a misspelt
+    name) while a param or latent site is missing. Extra keys beside a complete set of sites are
+    accepted: ``svi.get_params(state)`` also holds the guide's parameters (e.g. a flow guide's),
+    which the model ignores. ``site``, the site being evaluated, need not be given a value. The
+    check reads only the keys, so it also runs under ``jax.jit``.
+
+    :raises TypeError: if ``params`` is not a dict (or ``None``).
+    :raises ValueError: naming the unknown or missing keys and listing the model's param sites.
+    """
+    if params is None:
+        return
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            "`params` must be a dict {param site: value} (svi.get_params(state)) or None; got "
+            f"{type(params).__name__}."
+        )
+    if not params:
+        return
+    param_sites = [k for k, v in trace.items() if v["type"] == "param"]
+    latent_sites = [k for k, v in trace.items() if v["type"] == "sample" and not v["is_observed"]]
+    unknown = sorted(k for k in params if k not in param_sites and k not in latent_sites)
+    missing = [k for k in param_sites if k not in params]
+    unset = [k for k in latent_sites if k not in params and k != site]
+    if unknown and (missing or unset):
+        raise ValueError(
+            f"`params` has key(s) {unknown} that are no site of the model, while "
+            + (f"its numpyro.param site(s) {missing}" if missing else f"its latent site(s) {unset}")
+            + f" are missing: a misspelt name? The model's numpyro.param sites are {param_sites}"
+            + (f" and its latent sample sites {latent_sites}" if latent_sites else "")
+            + "."
+        )
+    if missing:
+        raise ValueError(
+            f"`params` lacks the model's numpyro.param site(s) {missing} (it has "
+            f"{sorted(params)}; the model's param sites are {param_sites}); they would be "
+            "evaluated at their initial values (a fresh network for a Flax module). Pass them "
+            "all (svi.get_params(state)), or `params={}` / None for the initial values on purpose."
+        )
+
+
 def energy_fn(model, site: str, model_args=(), model_kwargs=None) -> Callable:
     r"""The energy of one site of a NumPyro model as a pure function ``E(params, x)``.
 
@@ -82,7 +129,8 @@ def energy_fn(model, site: str, model_args=(), model_kwargs=None) -> Callable:
     :param model_args: positional arguments of ``model`` (e.g. conditioning inputs).
     :param model_kwargs: keyword arguments of ``model``.
     :return: ``E(params, x)`` where ``params`` is the dict NumPyro's SVI uses
-        (``svi.get_params(state)``; constrained values of the ``numpyro.param`` sites) and ``x`` has
+        (``svi.get_params(state)``; constrained values of the ``numpyro.param`` sites, all of them,
+        or ``{}`` / ``None`` for their initial values; see :func:`check_params`) and ``x`` has
         shape ``(..., *event_shape)``; the result has shape ``(...)``, one energy per example.
         Jittable and differentiable in both ``params`` and ``x``.
 
@@ -99,9 +147,11 @@ def energy_fn(model, site: str, model_args=(), model_kwargs=None) -> Callable:
     if not isinstance(site, str):
         raise TypeError(f"`site` must be a site name (str), got {site!r}.")
     # Fail early, before any tracing under jit, on an unknown site name.
-    _sample_site(trace_model(model, None, model_args, model_kwargs), site)
+    template = trace_model(model, None, model_args, model_kwargs)
+    _sample_site(template, site)
 
     def E(params, x):
+        check_params(params, template, site)  # unknown or missing keys raise
         tr = trace_model(model, params, model_args, model_kwargs)
         return -unwrap_distribution(_sample_site(tr, site)["fn"]).log_prob(x)
 

@@ -10,7 +10,9 @@ code, unlike a pickle.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import warnings
 from typing import Any
 
@@ -148,6 +150,10 @@ def save_checkpoint(path: str | os.PathLike, svi_state: Any) -> None:
     paths and the tree structure as text). It holds no code: :func:`load_checkpoint` rebuilds the
     state's structure from a template of your own.
 
+    The write is atomic: the bytes go to a temporary file in the same directory, which is
+    flushed, ``os.fsync``-ed and moved onto ``path`` with ``os.replace``; a crash or kill at any
+    moment leaves the previous checkpoint at ``path`` intact and loadable.
+
     Resuming from it continues the run exactly: ``svi.run(key, n, data, init_state=state)``
     gives bit-for-bit what the uninterrupted run would have (the key inside the state drives
     the steps; the ``key`` passed to ``run`` is then unused).
@@ -173,8 +179,33 @@ def save_checkpoint(path: str | os.PathLike, svi_state: Any) -> None:
         "paths": {str(i): p for i, p in enumerate(paths)},
         "leaves": {str(i): _encode_leaf(p, x) for i, (p, (_, x)) in enumerate(zip(paths, leaves))},
     }
-    with open(path, "wb") as f:
-        f.write(serialization.msgpack_serialize(payload))
+    _write_atomic(path, serialization.msgpack_serialize(payload))
+
+
+def _write_atomic(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash at any moment leaves either the old file or the
+    new one, never a truncated file: write a temporary file in the same directory, flush, fsync,
+    ``os.replace`` it onto ``path`` (atomic on POSIX and Windows), then fsync the directory."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
 
 def _read_checkpoint(path) -> dict:
@@ -242,9 +273,22 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Any:
         if _describe(leaf) != _describe(want):
             raise ValueError(
                 f"load_checkpoint: the leaf at {p} is {_describe(leaf)} in the checkpoint but "
-                f"{_describe(want)} in `like`."
+                f"{_describe(want)} in `like`.{_hint_for(p, leaf, want)}"
             )
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _hint_for(path: str, saved, wanted) -> str:
+    """What a shape mismatch at ``path`` most likely means, in the user's terms."""
+    if "['pcd_chains']" in path and np.ndim(saved) and np.ndim(wanted):
+        return (
+            f" These are the persistent chains: the checkpoint holds {np.shape(saved)[0]} of them "
+            f"(num_chains, or buffer_size when a replay buffer is set), `like` "
+            f"{np.shape(wanted)[0]}; build `like` with the PCD options of the saved run."
+        )
+    if path.startswith(".optim_state"):
+        return " A parameter of the model has another shape: `like` comes from another model."
+    return ""
 
 
 def _describe(x) -> str:

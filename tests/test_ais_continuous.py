@@ -210,6 +210,9 @@ def test_log_likelihood_errors(gaussian_test_data):
         heldout_log_likelihood(gaussian_model, p, x, "nope", logz=0.0)
     with pytest.raises(TypeError, match="params"):
         heldout_log_likelihood(gaussian_model, [1.0], x, logz=0.0)
+    # parameters matched against the model, before any quadrature
+    with pytest.raises(ValueError, match=r"\['nu'\] that are no site.*param sites are \['mu'\]"):
+        heldout_log_likelihood(gaussian_model, {"nu": MU}, x, logz="quadrature", low=-7, high=7)
 
     def two_sites(data=None):
         numpyro.sample("a", numpyro_ebm.Unnormalized(lambda v: v**2, ()), obs=1.0)
@@ -217,3 +220,19 @@ def test_log_likelihood_errors(gaussian_test_data):
 
     with pytest.raises(ValueError, match="exactly one"):
         heldout_log_likelihood(two_sites, {}, jnp.ones((3,)), logz=0.0)
+
+
+def test_ais_warns_with_the_count_of_nan_chains():
+    energy = lambda x: jnp.where(x[0] > 2.0, jnp.nan, 0.5 * jnp.sum(x**2))  # noqa: E731
+    base = dist.Normal(0.0, 3.0).expand([2]).to_event(1)
+    with pytest.warns(RuntimeWarning, match=r"logz_ais: \d+ of 64 chains have NaN log-weights"):
+        logz_ais(jax.random.key(0), energy, base, hmc(0.2, 2), num_chains=64, num_temperatures=10)
+
+
+def test_log_likelihood_refuses_a_non_finite_logz(gaussian_test_data):
+    x = gaussian_test_data
+    with pytest.raises(ValueError, match=r"`logz` gave log Z = nan"):
+        heldout_log_likelihood(gaussian_model, {"mu": MU}, x, logz=float("nan"))
+    nan_result = numpyro_ebm.AISResult(jnp.nan, jnp.nan, None, None, None, None)
+    with pytest.raises(ValueError, match=r"`logz`"):
+        heldout_log_likelihood(gaussian_model, {"mu": MU}, x, logz=nan_result)

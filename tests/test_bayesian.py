@@ -249,6 +249,8 @@ def test_pseudo_log_likelihood_errors():
         pseudo_log_likelihood(energy, jnp.array([[1.0, jnp.nan]]))
     with pytest.raises(ValueError, match="expected"):
         pseudo_log_likelihood(lambda x: x, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"`x` holds 2 value\(s\) outside the allowed values \[-1.0, 1.0\]"):
+        pseudo_log_likelihood(energy, jnp.array([[1.0, 0.0, -1.0], [0.5, 1.0, 1.0]]), (-1, 1))
 
 
 # ----------------------------------------------------------------------------- EBM as a likelihood

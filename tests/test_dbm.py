@@ -156,6 +156,8 @@ def test_errors():
         dbm.log_partition({"W1": jnp.zeros((3, 2))})
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         dbm.model(jnp.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"`data` holds 2 value\(s\) outside the allowed values"):
+        dbm.model(jnp.ones((5, 3)).at[1].set(jnp.array([2.0, jnp.nan, 1.0])))
     with pytest.raises(ValueError, match="V \\+ H1 \\+ H2"):
         dbm.split(jnp.zeros((2, 6)))
     with pytest.raises(ValueError, match="num_hidden2"):

@@ -109,3 +109,22 @@ def test_is_a_pytree_and_jittable():
     d = Unnormalized(quadratic, (2,), log_Z=jnp.array(1.0))
     out = jax.jit(lambda d, x: d.log_prob(x))(d, jnp.ones((3, 2)))
     np.testing.assert_allclose(out, -1.0 - 1.0)
+
+
+def test_energy_of_another_shape_of_the_same_size_is_not_reshaped():
+    # a batch (2, 3) of scalar events whose energy comes back transposed, (3, 2)
+    d = Unnormalized(lambda x: x.T, event_shape=())
+    with pytest.raises(ValueError, match=r"returned shape \(3, 2\) for a value of shape \(2, 3\)"):
+        d.log_prob(jnp.ones((2, 3)))
+    # a flattened energy (6,) for a batch (2, 3) is refused too; (2, 3, 1) is squeezed
+    with pytest.raises(ValueError, match="energy_fn"):
+        Unnormalized(lambda x: x.reshape(-1), event_shape=()).log_prob(jnp.ones((2, 3)))
+    assert Unnormalized(lambda x: x[..., None], event_shape=()).log_prob(jnp.ones((2, 3))).shape == (2, 3)
+
+
+@pytest.mark.parametrize("log_Z", [float("nan"), float("inf"), jnp.array(jnp.nan)])
+def test_non_finite_log_Z_is_an_error(log_Z):
+    with pytest.raises(ValueError, match="`log_Z` must be finite"):
+        Unnormalized(quadratic, event_shape=(2,), log_Z=log_Z)
+    # traced values are not checked (jittable)
+    jax.jit(lambda z: Unnormalized(quadratic, event_shape=(2,), log_Z=z).log_prob(jnp.ones(2)))(1.0)

@@ -62,7 +62,11 @@ def test_param_site_energy_with_log_Z_and_svi_param_dict():
     def model(data=None):
         mu = numpyro.param("mu", jnp.zeros(2))
         log_Z = numpyro.param("log_Z", 0.0)
-        numpyro.sample("x", Unnormalized(lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1), (2,), log_Z=log_Z), obs=data)
+        numpyro.sample(
+            "x",
+            Unnormalized(lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1), (2,), log_Z=log_Z),
+            obs=data,
+        )
 
     E = energy_fn(model, "x")
     params = {"mu": jnp.array([1.0, -1.0]), "log_Z": jnp.array(0.5)}
@@ -100,3 +104,64 @@ def test_unknown_site_is_an_error():
 def test_non_callable_model_is_an_error():
     with pytest.raises(TypeError, match="model"):
         energy_fn(None, "x")
+
+
+def _two_param_model(data=None):
+    mu = numpyro.param("mu", jnp.zeros(2))
+    log_Z = numpyro.param("log_Z", 0.0)
+    numpyro.sample(
+        "x", Unnormalized(lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1), (2,), log_Z=log_Z), obs=data
+    )
+
+
+def test_misspelt_param_key_is_an_error():
+    E = energy_fn(_two_param_model, "x")
+    x = jnp.ones((3, 2))
+    with pytest.raises(
+        ValueError, match=r"\['mu_'\] that are no site.*param sites are \['mu', 'log_Z'\]"
+    ):
+        E({"mu_": jnp.ones(2), "log_Z": 0.0}, x)
+    with pytest.raises(ValueError, match=r"\['mu_'\]"):  # also under jit: the keys are static
+        jax.jit(E)({"mu_": jnp.ones(2), "log_Z": 0.0}, x)
+
+
+def test_missing_param_key_is_an_error_unless_empty_on_purpose():
+    E = energy_fn(_two_param_model, "x")
+    x = jnp.ones((3, 2))
+    with pytest.raises(ValueError, match=r"lacks the model's numpyro.param site\(s\) \['log_Z'\]"):
+        E({"mu": jnp.ones(2)}, x)
+    np.testing.assert_allclose(E({}, x), E(None, x))
+    np.testing.assert_allclose(E({}, x), 1.0)  # the initial values: mu = 0, log_Z = 0
+    with pytest.raises(TypeError, match="`params` must be a dict"):
+        E([1.0], x)
+
+
+def test_flax_energy_with_its_params_missing_is_an_error(flax_setup):
+    data, params = flax_setup
+
+    def model(data):
+        net = flax_module("energy", MLP(), input_shape=(1, 2))
+        log_Z = numpyro.param("log_Z", 0.0)
+        with numpyro.plate("data", data.shape[0]):
+            numpyro.sample("x", Unnormalized(net, (2,), log_Z=log_Z), obs=data)
+
+    E = energy_fn(model, "x", model_args=(data,))
+    with pytest.raises(ValueError, match=r"\['energy\$params'\]"):
+        E({"log_Z": 0.0}, data)  # would otherwise use a fresh network
+    E({**params, "log_Z": 0.0}, data)
+
+
+def test_extra_keys_beside_a_complete_set_are_the_guides_and_accepted():
+    E = energy_fn(_two_param_model, "x")
+    x = jnp.ones((3, 2))
+    full = {"mu": jnp.ones(2), "log_Z": jnp.asarray(0.5)}
+    np.testing.assert_allclose(E({**full, "x_flow": {"w": jnp.zeros(3)}}, x), E(full, x))
+
+
+def test_misspelt_latent_site_is_an_error():
+    def model():
+        a = numpyro.sample("a", dist.Normal(0.0, 1.0))
+        numpyro.sample("z", Unnormalized(lambda z: (z - a) ** 2))
+
+    with pytest.raises(ValueError, match=r"\['A'\] that are no site.*latent site\(s\) \['a'\]"):
+        energy_fn(model, "z")({"A": 1.0}, jnp.array([1.0, 3.0]))

@@ -192,6 +192,10 @@ def test_errors():
         ising.init_params(beta=0.0)
     with pytest.raises(ValueError, match="field"):
         ising.init_params(field=jnp.zeros(3))
+    with pytest.raises(ValueError, match="`coupling` contains 1 non-finite"):
+        ising.init_params(coupling=jnp.nan)
+    with pytest.raises(ValueError, match="`field` contains 2 non-finite"):
+        ising.init_params(field=jnp.zeros((4, 4)).at[0, :2].set(jnp.inf))
     with pytest.raises(ValueError, match="shape"):
         Ising((1, 4))
     with pytest.raises(ValueError, match="lattice shape"):

@@ -9,6 +9,7 @@ off by ``h/2`` shifts log Z by ~``1e-3``; a missing Jacobian by O(1)).
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -181,3 +182,31 @@ def test_exact_errors():
         logz_exact(e, 3, values=(1, 1))
     with pytest.raises(ValueError, match="energies"):
         logz_exact(lambda s: s, 3)
+
+
+# non-finite numbers and a box too small (checked on concrete values only)
+
+
+def test_quadrature_with_a_nan_region_raises_with_the_count():
+    energy = lambda x: jnp.where(x[:, 0] > 2.0, jnp.nan, 0.5 * x[:, 0] ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"`energy_fn` returned NaN at 15 of 41 grid points"):
+        logz_quadrature(energy, -8.0, 8.0, num_points=41)
+    # under jit the check is skipped (no concrete value): NaN, as before
+    assert np.isnan(jax.jit(lambda: logz_quadrature(energy, -8.0, 8.0, num_points=41))())
+
+
+def test_exact_with_a_nan_configuration_raises_with_the_count():
+    energy = lambda s: jnp.where(s.sum(-1) == 3, jnp.nan, -s.sum(-1))  # noqa: E731
+    with pytest.raises(ValueError, match=r"NaN at 1 of 8 configurations"):
+        logz_exact(energy, 3, values=(0, 1))
+
+
+def test_quadrature_box_too_small_warns():
+    energy = lambda x: 0.5 * jnp.sum(x**2, -1)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match=r"edge of the box.*Enlarge the box"):
+        logz_quadrature(energy, -3.0, 3.0, num_points=101, dim=2)
+    with pytest.warns(RuntimeWarning, match=r"edge of the box"):
+        logz_quadrature(energy, [-8.0, -8.0], [8.0, 2.0])  # too small in one dimension only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logz_quadrature(energy, -6.0, 6.0, num_points=101, dim=2)  # exp(-18) < 1e-6: silent

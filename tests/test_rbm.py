@@ -114,6 +114,12 @@ def test_kernel_errors():
         rbm.log_partition(jnp.zeros(3))
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         rbm.model(jnp.zeros((5, 4)))
+    with pytest.raises(ValueError, match=r"`data` holds 1 value\(s\) outside the allowed values \[0, 1\]"):
+        rbm.model(jnp.zeros((5, 3)).at[2, 1].set(0.5))
+    with pytest.raises(ValueError, match=r"`data` holds 1 value"):
+        rbm.model(jnp.zeros((5, 3)).at[0, 0].set(jnp.nan))
+    with pytest.raises(ValueError, match=r"`data` contains 1 non-finite"):
+        GaussianBernoulliRBM(3, 2).model(jnp.zeros((5, 3)).at[0, 0].set(jnp.nan))
     with pytest.raises(ValueError, match="num_visible"):
         RBM(0, 2)
 

@@ -32,6 +32,7 @@ along paths whose transitions are exact block Gibbs steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -48,6 +49,7 @@ from numpyro_ebm.sampling.annealing import AnnealingPath, check_path_kernel, geo
 
 __all__ = [
     "AISResult",
+    "warn_nan_chains",
     "annealed_importance_sampling",
     "check_betas",
     "logz_ais",
@@ -138,6 +140,25 @@ def _summarize(log_Z_base, log_weights, positions, betas) -> AISResult:
     return AISResult(log_Z, stderr, log_weights, ess, positions, betas)
 
 
+def warn_nan_chains(result: AISResult, caller: str = "logz_ais") -> None:
+    r"""Warn (``RuntimeWarning``) with the count of chains whose log-weight is NaN: AIS gives
+    them weight 0, which biases :math:`\log Z` (down) without widening the error bar. Skipped on
+    traced values."""
+    if not is_concrete(result.log_weights):
+        return
+    log_weights = np.asarray(result.log_weights)
+    k = int(np.count_nonzero(np.isnan(log_weights)))
+    if k:
+        warnings.warn(
+            f"{caller}: {k} of {log_weights.size} chains have NaN log-weights and were given "
+            "weight 0, so log Z and its stderr are biased. The energy (or the base's log "
+            "density) is NaN somewhere along the annealing path, or the kernel diverged: check "
+            "the energy for NaN, reduce the kernel's step_size, or use more temperatures.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def annealed_importance_sampling(
     rng_key,
     path: AnnealingPath,
@@ -195,7 +216,9 @@ def annealed_importance_sampling(
     (x, log_w), _ = jax.lax.scan(
         one_temperature, (init_positions, log_w0), (betas[:-1], betas[1:], keys)
     )
-    return _summarize(jnp.asarray(path.log_Z_base, log_w.dtype), log_w, x, betas)
+    result = _summarize(jnp.asarray(path.log_Z_base, log_w.dtype), log_w, x, betas)
+    warn_nan_chains(result, "annealed_importance_sampling")
+    return result
 
 
 def logz_ais(
@@ -242,6 +265,8 @@ def logz_ais(
     :param int num_steps: MCMC transitions at each temperature.
     :param str schedule: see :func:`temperature_schedule`.
     :return: :class:`AISResult` ``(log_Z, stderr, log_weights, ess, positions, betas)``.
+    :warns RuntimeWarning: when some chains end with a NaN log-weight (the count is given); they
+        get weight 0 (:func:`warn_nan_chains`).
     :raises TypeError: ``kernel`` is not a factory (e.g. an algorithm already built).
     :raises ValueError: the kernel does not sample the density it is given: before anything is
         compiled, ``path.kernel(0.5)`` is initialized at a few base draws and the log density its
@@ -289,7 +314,9 @@ def logz_ais(
             )
     check_path_kernel(path, 0.5, caller="logz_ais")
     program = _Program(path, _cache_key(target, base, kernel), num_chains, num_steps)
-    return _run_ais(rng_key, betas, jnp.asarray(path.log_Z_base), program=program)
+    result = _run_ais(rng_key, betas, jnp.asarray(path.log_Z_base), program=program)
+    warn_nan_chains(result, "logz_ais")
+    return result
 
 
 def _as_path(target, base, kernel) -> AnnealingPath:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from numpyro_ebm._validation import check_finite, check_int
+from numpyro_ebm._validation import check_finite, check_in_set, check_int, is_concrete
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.energy import energy_fn as _energy_fn
 from numpyro_ebm.energy import trace_model, unwrap_distribution
@@ -103,6 +103,7 @@ def pseudo_log_likelihood(
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     check_finite("x", x)
+    check_in_set("x", x, vals, "pseudo_log_likelihood")
     batch_shape = x.shape[: x.ndim - event_ndim]
     event_shape = x.shape[x.ndim - event_ndim :]
     num_units = math.prod(event_shape)
@@ -223,7 +224,9 @@ def heldout_log_likelihood(
     ``E = energy_fn(model, site)``.
 
     :param model: the NumPyro model holding the EBM site (as trained with SVI).
-    :param dict params: its parameters (``svi.get_params(state)``).
+    :param dict params: its parameters (``svi.get_params(state)``): every ``numpyro.param`` site of
+        the model, or ``{}`` / ``None`` for their initial values; unknown (e.g. misspelt) or
+        missing keys raise (:func:`numpyro_ebm.energy.check_params`).
     :param data: held-out examples, shape ``(N, *event_shape)``.
     :param str site: the site name; ``None`` finds the model's only ``Unnormalized`` site.
     :param logz: how to get :math:`\log Z(\theta)`:
@@ -287,6 +290,8 @@ def heldout_log_likelihood(
     def energy(x):
         return E(params, x)
 
+    # first, so that parameters that do not match the model raise before any quadrature or AIS
+    energies = jnp.asarray(energy(data)).reshape(data.shape[0])
     event_size = math.prod(event_shape)
     stderr = jnp.asarray(0.0)
     if isinstance(logz, str):
@@ -330,7 +335,11 @@ def heldout_log_likelihood(
                 "heldout_log_likelihood: a numeric `logz` must be a scalar; got shape "
                 f"{log_Z.shape}."
             )
-    energies = jnp.asarray(energy(data)).reshape(data.shape[0])
+    if is_concrete(log_Z) and not np.isfinite(np.asarray(log_Z)):
+        raise ValueError(
+            f"heldout_log_likelihood: `logz` gave log Z = {float(log_Z)}; expected a finite number "
+            "(a NaN or infinite log Z would make every log-likelihood meaningless)."
+        )
     per_example = -energies - log_Z
     n = data.shape[0]
     stderr_data = (

@@ -19,6 +19,7 @@ energy closes over (network parameters, couplings):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
@@ -33,29 +34,53 @@ __all__ = ["logz_exact", "logz_quadrature"]
 
 _MAX_CONFIGURATIONS = 2**30
 
+#: :func:`logz_quadrature` warns when the density on the edge of its box exceeds this fraction
+#: of its maximum over the grid.
+EDGE_TOLERANCE = 1e-6
+
 
 def _chunked_logsumexp(energy_fn: Callable, make_chunk: Callable, num: int, chunk_size: int, name):
     r""":math:`\log \sum_{m<M} \exp(\log w_m - E(x_m))`, ``chunk_size`` points at a time.
 
-    ``make_chunk(index (c,)) -> (x (c, d), log_w (c,) or scalar)`` builds the points of a chunk
-    on the fly (indices past ``num`` are clipped to the last point and masked out).
+    ``make_chunk(index (c,)) -> (x (c, d), log_w (c,) or scalar, on_edge (c,) or scalar)`` builds
+    the points of a chunk on the fly (indices past ``num`` are clipped to the last point and
+    masked out). Returns ``(log_sum, num_nan, peak, edge_peak)``: the number of points whose
+    energy is NaN, and the largest :math:`-E` over all points and over the points ``on_edge``.
     """
     c = min(chunk_size, num)
     num_chunks = -(-num // c)
 
     def chunk(k):
         idx = k * c + jnp.arange(c)
-        x, log_w = make_chunk(jnp.minimum(idx, num - 1))
+        x, log_w, on_edge = make_chunk(jnp.minimum(idx, num - 1))
         energy = jnp.asarray(energy_fn(x))
         if energy.size != c:
             raise ValueError(
                 f"{name}: `energy_fn` must map points of shape (n, d) = {x.shape} to n energies "
                 f"(shape (n,) or (n, 1)); got an output of shape {energy.shape}."
             )
-        terms = jnp.where(idx < num, log_w - energy.reshape(c), -jnp.inf)
-        return logsumexp(terms)
+        energy = energy.reshape(c)
+        valid = idx < num
+        terms = jnp.where(valid, log_w - energy, -jnp.inf)
+        num_nan = jnp.sum(valid & jnp.isnan(energy))
+        log_density = jnp.where(valid & ~jnp.isnan(energy), -energy, -jnp.inf)
+        edge = jnp.where(jnp.broadcast_to(on_edge, (c,)), log_density, -jnp.inf)
+        return logsumexp(terms), num_nan, jnp.max(log_density), jnp.max(edge)
 
-    return logsumexp(lax.map(chunk, jnp.arange(num_chunks)))
+    sums, nans, peaks, edge_peaks = lax.map(chunk, jnp.arange(num_chunks))
+    return logsumexp(sums), jnp.sum(nans), jnp.max(peaks), jnp.max(edge_peaks)
+
+
+def _check_nan(name: str, log_Z, num_nan, num: int, what: str) -> None:
+    """Raise when a concrete evaluation met NaN energies (the sum would be NaN)."""
+    if not is_concrete((log_Z, num_nan)):
+        return
+    k = int(num_nan)
+    if k:
+        raise ValueError(
+            f"{name}: `energy_fn` returned NaN at {k} of {num} {what}, so log Z is undefined. "
+            "Check the energy (and the parameters it closes over) for NaN in that region."
+        )
 
 
 def _bounds(low, high, dim):
@@ -138,8 +163,11 @@ def logz_quadrature(
         array, and 1 when both are scalars (pass ``dim=2`` for a 2-D energy with scalar bounds).
     :param int chunk_size: energies are evaluated ``chunk_size`` points at a time (``lax.map``).
     :return: ``log Z``, a scalar.
-    :raises ValueError: bad bounds, ``num_points < 2``, ``dim > 2`` (use ``logz_ais``), or an
-        energy output whose size is not the number of points.
+    :raises ValueError: bad bounds, ``num_points < 2``, ``dim > 2`` (use ``logz_ais``), an
+        energy output whose size is not the number of points, or (on concrete values) an energy
+        that is NaN at some grid point (the message gives the count).
+    :warns RuntimeWarning: (on concrete values) when the density on the edge of the box exceeds
+        ``EDGE_TOLERANCE`` (1e-6) times its maximum over the grid: the box cuts off mass.
     """
     if not callable(energy_fn):
         raise TypeError(f"logz_quadrature: `energy_fn` must be callable; got {energy_fn!r}.")
@@ -151,15 +179,34 @@ def logz_quadrature(
     axes = low[:, None] + (high - low)[:, None] * t  # (dim, n)
     log_end = jnp.where((jnp.arange(n) == 0) | (jnp.arange(n) == n - 1), math.log(0.5), 0.0)
     log_w_axes = jnp.log((high - low) / (n - 1))[:, None] + log_end  # (dim, n)
+    end = (jnp.arange(n) == 0) | (jnp.arange(n) == n - 1)
     if dim == 1:
-        points, log_w = axes[0][:, None], log_w_axes[0]
+        points, log_w, on_edge = axes[0][:, None], log_w_axes[0], end
     else:
         grid = jnp.stack(jnp.meshgrid(axes[0], axes[1], indexing="ij"), axis=-1)
         points = grid.reshape(-1, 2)
         log_w = (log_w_axes[0][:, None] + log_w_axes[1][None, :]).reshape(-1)
-    return _chunked_logsumexp(
-        energy_fn, lambda i: (points[i], log_w[i]), points.shape[0], chunk_size, "logz_quadrature"
+        on_edge = (end[:, None] | end[None, :]).reshape(-1)
+    log_Z, num_nan, peak, edge_peak = _chunked_logsumexp(
+        energy_fn,
+        lambda i: (points[i], log_w[i], on_edge[i]),
+        points.shape[0],
+        chunk_size,
+        "logz_quadrature",
     )
+    _check_nan("logz_quadrature", log_Z, num_nan, points.shape[0], "grid points")
+    if is_concrete((peak, edge_peak)) and np.isfinite(float(peak)):
+        ratio = math.exp(min(float(edge_peak) - float(peak), 0.0))
+        if ratio > EDGE_TOLERANCE:
+            warnings.warn(
+                f"logz_quadrature: the density exp(-E) on the edge of the box [low, high] is "
+                f"{ratio:.3g} of its maximum (more than {EDGE_TOLERANCE:g}): the box cuts off "
+                "mass and log Z is underestimated. Enlarge the box (`low`, `high`) until the "
+                "density at its edge is negligible.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return log_Z
 
 
 def logz_exact(
@@ -189,6 +236,7 @@ def logz_exact(
         (Ising spins); at least two distinct finite numbers.
     :param int chunk_size: configurations per chunk.
     :return: ``log Z``, a scalar.
+    :raises ValueError: (on concrete values) an energy that is NaN at some configuration.
     """
     if not callable(energy_fn):
         raise TypeError(f"logz_exact: `energy_fn` must be callable; got {energy_fn!r}.")
@@ -209,6 +257,10 @@ def logz_exact(
 
     def configurations(index):
         digits = (index[:, None] // powers) % v  # (b, n)
-        return states[digits], 0.0
+        return states[digits], 0.0, False
 
-    return _chunked_logsumexp(energy_fn, configurations, total, chunk_size, "logz_exact")
+    log_Z, num_nan, _, _ = _chunked_logsumexp(
+        energy_fn, configurations, total, chunk_size, "logz_exact"
+    )
+    _check_nan("logz_exact", log_Z, num_nan, total, "configurations")
+    return log_Z

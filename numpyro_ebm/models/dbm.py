@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpyro
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_float, check_int
+from numpyro_ebm._validation import check_float, check_in_set, check_int
 from numpyro_ebm.evaluation.ais import AISResult, logz_ais
 from numpyro_ebm.models.base import EnergyModel
 from numpyro_ebm.models.rbm import MAX_ENUMERATION_UNITS, data_visible_bias, logsumexp_binary_layer
@@ -273,6 +273,7 @@ class DBM(EnergyModel):
                 raise ValueError(
                     f"{self!r}.model: `data` must have shape (N, {self.num_visible}), got {shape}."
                 )
+            check_in_set("data", data, (0, 1), f"{self!r}.model")
         V, H1, H2, scale = self.num_visible, self.num_hidden1, self.num_hidden2, self.init_scale
         params = {
             "W1": numpyro.param(f"{self.name}_W1",

@@ -48,7 +48,7 @@ import numpyro
 from blackjax.base import SamplingAlgorithm
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm._validation import check_finite, check_int, check_positive
 from numpyro_ebm.models.base import EnergyModel
 from numpyro_ebm.models.lattice import bond_sum, colour_block_sweep, colouring, neighbor_sum
 from numpyro_ebm.sampling.annealing import AnnealingPath
@@ -192,6 +192,9 @@ class Ising(EnergyModel):
         r"""``{"J": beta * coupling, "h": beta * field}`` (float32; ``field`` a scalar or an array
         broadcastable to ``shape``, ``beta > 0``). ``rng_key`` and ``data`` are unused."""
         check_positive("beta", beta)
+        check_finite("beta", beta)
+        check_finite("coupling", coupling)
+        check_finite("field", field)
         if jnp.ndim(coupling) != 0:
             raise ValueError(f"Ising: `coupling` must be a scalar J, got shape {jnp.shape(coupling)}.")
         self._check_field("`field`", field)

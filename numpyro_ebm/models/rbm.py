@@ -57,7 +57,13 @@ import numpyro.distributions as dist
 from blackjax.base import SamplingAlgorithm
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_float, check_int, check_positive
+from numpyro_ebm._validation import (
+    check_finite,
+    check_float,
+    check_in_set,
+    check_int,
+    check_positive,
+)
 from numpyro_ebm.evaluation.ais import AISResult, logz_ais
 from numpyro_ebm.evaluation.partition import logz_exact
 from numpyro_ebm.models.base import EnergyModel
@@ -283,6 +289,10 @@ class RBMBase(EnergyModel):
                 raise ValueError(
                     f"{self!r}.model: `data` must have shape (N, {self.num_visible}), got {shape}."
                 )
+            if self.support is constraints.boolean:
+                check_in_set("data", data, (0, 1), f"{self!r}.model")
+            else:
+                check_finite("data", data)
         params = self._register_params(data)
         n = 1 if data is None else jnp.shape(data)[0]
         with numpyro.plate(f"{self.name}_data", n, subsample_size=subsample_size):

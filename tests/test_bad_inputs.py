@@ -1,0 +1,105 @@
+"""One bad input per class of silent failure handled (issue 15): each raises (or warns) with the
+error type asserted and a message that names the argument.
+
+Class 1: parameters matched against the model. Class 4: non-finite numbers out of evaluators.
+Class 6: values outside a model's domain. Checkpoints: a template of another model.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import pytest
+
+import numpyro_ebm
+from numpyro_ebm import (
+    Unnormalized,
+    energy_fn,
+    heldout_log_likelihood,
+    load_checkpoint,
+    logz_quadrature,
+    save_checkpoint,
+)
+from numpyro_ebm.models import RBM, Ising
+
+
+def quadratic_model(data=None):
+    mu = numpyro.param("mu", jnp.zeros(2))
+    energy = lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1)  # noqa: E731
+    numpyro.sample("x", Unnormalized(energy, (2,)), obs=data)
+
+
+X = jnp.zeros((4, 2))
+
+
+# class 1: parameters never matched against the model
+
+
+def test_class1_misspelt_param_key_names_it_and_the_model_sites():
+    with pytest.raises(ValueError, match=r"`params` has key\(s\) \['mu_'\].*sites are \['mu'\]"):
+        energy_fn(quadratic_model, "x")({"mu_": jnp.ones(2)}, X)
+
+
+def test_class1_heldout_log_likelihood_with_a_missing_param():
+    def model(data=None):
+        mu = numpyro.param("mu", jnp.zeros(2))
+        s = numpyro.param("s", 1.0)
+        numpyro.sample("x", Unnormalized(lambda x: jnp.sum((x - mu) ** 2, -1) / s, (2,)), obs=data)
+
+    with pytest.raises(ValueError, match=r"`params` lacks .*\['s'\]"):
+        heldout_log_likelihood(model, {"mu": jnp.ones(2)}, X, logz=0.0)
+
+
+# class 4: non-finite numbers out of evaluators
+
+
+def test_class4_quadrature_of_a_nan_energy_names_energy_fn():
+    with pytest.raises(ValueError, match=r"`energy_fn` returned NaN at \d+ of 64"):
+        logz_quadrature(lambda x: jnp.where(x[:, 0] > 0, jnp.nan, x[:, 0] ** 2), -5.0, 5.0, 64)
+
+
+def test_class4_box_too_small_warns():
+    with pytest.warns(RuntimeWarning, match=r"box \[low, high\].*Enlarge the box"):
+        logz_quadrature(lambda x: 0.5 * x[:, 0] ** 2, -1.0, 1.0)
+
+
+def test_class4_nan_logz_names_logz():
+    with pytest.raises(ValueError, match="`logz`"):
+        heldout_log_likelihood(quadratic_model, {"mu": jnp.zeros(2)}, X, logz=float("nan"))
+
+
+# class 6: values outside a model's domain
+
+
+def test_class6_unnormalized_nan_log_Z_names_log_Z():
+    with pytest.raises(ValueError, match="`log_Z`"):
+        Unnormalized(lambda x: x**2, log_Z=float("nan"))
+
+
+def test_class6_transposed_energy_is_not_reshaped():
+    with pytest.raises(ValueError, match=r"`energy_fn` returned shape \(3, 2\)"):
+        Unnormalized(lambda x: x.T).log_prob(jnp.ones((2, 3)))
+
+
+def test_class6_ising_nan_coupling_names_coupling():
+    with pytest.raises(ValueError, match="`coupling`"):
+        Ising((4, 4)).init_params(coupling=float("nan"))
+
+
+def test_class6_rbm_non_binary_data_names_data():
+    with pytest.raises(ValueError, match=r"RBM.*`data` holds 1 value"):
+        RBM(3, 2).model(jnp.zeros((4, 3)).at[0, 0].set(0.3))
+
+
+def test_class6_pseudo_log_likelihood_outside_values_names_x():
+    with pytest.raises(ValueError, match=r"`x` holds 1 value\(s\) outside"):
+        numpyro_ebm.pseudo_log_likelihood(lambda s: s.sum(-1), jnp.array([[0.0, 2.0]]), (0, 1))
+
+
+# checkpoints: checked against the model
+
+
+def test_checkpoint_of_another_model_names_the_leaves(tmp_path):
+    path = tmp_path / "ckpt.msgpack"
+    save_checkpoint(path, {"mu": jnp.zeros(2), "rng_key": jax.random.key(0)})
+    with pytest.raises(ValueError, match=r"`like` does not have the structure.*\['mu'\].*\['nu'\]"):
+        load_checkpoint(path, like={"nu": jnp.zeros(2), "rng_key": jax.random.key(0)})
