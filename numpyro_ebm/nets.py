@@ -22,8 +22,8 @@ __all__ = ["MLPEnergy"]
 class MLPEnergy(nn.Module):
     """A scalar energy: dense layers of widths ``hidden`` with ``activation``, then one output.
 
-    :param hidden: hidden layer widths (default ``(64, 64)``).
-    :param activation: the nonlinearity (default ``flax.linen.swish``, smooth, so score matching
+    :ivar hidden: hidden layer widths (default ``(64, 64)``).
+    :ivar activation: the nonlinearity (default ``flax.linen.swish``, smooth, so score matching
         can differentiate the energy twice).
 
     **Example**

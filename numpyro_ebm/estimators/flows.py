@@ -40,8 +40,8 @@ class FlowGuide:
     ``numpyro.param`` site, ``param_name`` (a pytree: the flow's arrays), registered with
     ``flowjax.experimental.numpyro.register_params``.
 
-    :ivar str site_name: the guide's sample site (the EBM site's name).
-    :ivar str param_name: the ``numpyro.param`` site that holds the flow's arrays.
+    :ivar site_name: the guide's sample site (the EBM site's name).
+    :ivar param_name: the ``numpyro.param`` site that holds the flow's arrays.
     :ivar init_flow: the flowjax distribution at initialization (shape ``(event_dim,)``).
     """
 
