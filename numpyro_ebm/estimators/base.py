@@ -330,19 +330,21 @@ class EnergyEstimator(ELBO):
             model_kwargs,
             sites,
         )
-        total, new_states, bad_data = 0.0, {}, []
+        total, new_states = 0.0, {}
         for i, site in enumerate(sites):
             out = self.site_loss(site, jax.random.fold_in(loss_key, i), inputs[site.name])
             if self.state_name is not None:
                 out, new_states[site.name] = out
             total = total + out
-            bad_data.append(_not_finite(site.dist.energy(site.data)))
-        _report_nonfinite(
-            type(self).__name__,
-            jnp.any(jnp.stack(bad_data)),
-            _not_finite(total),
-            self.nonfinite_hint(),
+        bad_loss = _not_finite(total)
+        # The data's energies are evaluated again only when the loss is not finite (to say
+        # whether the data or the estimator's own computation is to blame), not every step.
+        bad_data = jax.lax.cond(
+            bad_loss,
+            lambda: jnp.any(jnp.stack([_not_finite(s.dist.energy(s.data)) for s in sites])),
+            lambda: jnp.zeros((), bool),
         )
+        _report_nonfinite(type(self).__name__, bad_data, bad_loss, self.nonfinite_hint())
         mutable_state = None
         if self.state_name is not None:
             keys = self.state_keys(param_map, sites)
