@@ -103,3 +103,46 @@ def test_checkpoint_of_another_model_names_the_leaves(tmp_path):
     save_checkpoint(path, {"mu": jnp.zeros(2), "rng_key": jax.random.key(0)})
     with pytest.raises(ValueError, match=r"`like` does not have the structure.*\['mu'\].*\['nu'\]"):
         load_checkpoint(path, like={"nu": jnp.zeros(2), "rng_key": jax.random.key(0)})
+
+
+# class 2: NaN data past every guide
+
+
+def test_class2_nan_rows_past_the_first_minibatch_blame_the_data():
+    import blackjax
+    import optax
+    from numpyro.infer import SVI
+
+    data = jnp.zeros((64, 2)).at[40:].set(jnp.nan)  # minibatches after the first hold NaN rows
+
+    def model(batch):
+        mu = numpyro.param("mu", jnp.zeros(2))
+        energy = lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1)  # noqa: E731
+        numpyro.sample("x", Unnormalized(energy, (2,)), obs=batch)
+
+    box = numpyro.distributions.Uniform(-3.0 * jnp.ones(2), 3.0 * jnp.ones(2)).to_event(1)
+    kernel = lambda logdensity_fn: blackjax.mala(logdensity_fn, 0.05)  # noqa: E731
+    pcd = numpyro_ebm.PersistentContrastiveDivergence(kernel, num_chains=8, init_dist=box)
+    svi = SVI(model, pcd.make_guide(model), optax.adam(1e-2), loss=pcd)
+    state = svi.init(jax.random.key(0), data[:16])  # the guide checks this minibatch: clean
+    update = jax.jit(svi.update)  # as in svi.run: the data is traced, the eager checks skipped
+    with pytest.warns(RuntimeWarning, match=r"observed data itself holds NaN.*not the cause"):
+        for start in range(0, 64, 16):
+            state, _ = update(state, data[start : start + 16])
+        jax.effects_barrier()
+
+
+def test_class2_flow_guide_checks_the_data_at_init():
+    import optax
+    from numpyro.infer import SVI
+
+    def model(data):
+        log_Z = numpyro.param("log_Z", 0.0)
+        energy = lambda x: 0.5 * jnp.sum(x**2, -1)  # noqa: E731
+        numpyro.sample("x", Unnormalized(energy, (2,), log_Z=log_Z), obs=data)
+
+    guide = numpyro_ebm.flow_guide("x", 2, jax.random.key(0), flow="coupling-affine")
+    fce = numpyro_ebm.FlowContrastiveEstimation()
+    svi = SVI(model, guide, optax.adam(1e-3), loss=fce)
+    with pytest.raises(ValueError, match=r"model argument 0 \(data\)"):
+        svi.init(jax.random.key(0), jnp.zeros((8, 2)).at[5, 1].set(jnp.nan))
