@@ -119,18 +119,39 @@ def _not_finite(x) -> jax.Array:
     return ~jnp.all(jnp.isfinite(x))
 
 
-def _report_nonfinite(estimator: str, bad_data, bad_loss, hint: str, bad_input=False) -> None:
+#: energies of the data above this magnitude get a warning during training: their gradients
+#: (of the same order) overflow float32 when squared (Adam's second moment), which freezes the
+#: parameters with finite losses.
+ENERGY_BOUND = 1e18
+
+
+def _report_nonfinite(
+    estimator: str, bad_data, bad_loss, hint: str, bad_input=False, huge=False
+) -> None:
     """Warn (host side, once per message) that a training step's loss was not finite.
 
     ``bad_input``: the observed data itself holds NaN or inf (e.g. rows outside the minibatch
     that ``SVI.init`` saw); ``bad_data``: the energy of the data is not finite; ``bad_loss``: the
-    loss is not finite. The cause named is the first of these that holds.
+    loss is not finite. The cause named is the first of these that holds. ``huge``: the energy
+    of the data is finite but above :data:`ENERGY_BOUND` in magnitude (a separate warning).
     """
 
-    def warn(bad_input, bad_data, bad_loss):
+    def warn(bad_input, bad_data, bad_loss, huge):
         # Under vmap the callback runs for every element: look at the values, not the branch.
         bad_input, bad_data = bool(np.any(bad_input)), bool(np.any(bad_data))
-        bad_loss = bool(np.any(bad_loss))
+        bad_loss, huge = bool(np.any(bad_loss)), bool(np.any(huge))
+        if huge and not (bad_input or bad_data or bad_loss):
+            warnings.warn(
+                f"{estimator}: the energy of the data exceeds {ENERGY_BOUND:g} in magnitude; "
+                "gradients this large overflow the optimizer's float32 statistics (Adam's "
+                "second moment becomes inf), after which the updates are zero and the "
+                "parameters freeze with a finite loss. Rescale the energy (or its "
+                "initialization), or set `alpha` on a contrastive estimator to penalize large "
+                "energies; `numpyro_ebm.check_svi_result(svi_result)` fails on such a run.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
         if not (bad_input or bad_data or bad_loss):
             return
         if bad_input:
@@ -155,14 +176,15 @@ def _report_nonfinite(estimator: str, bad_data, bad_loss, hint: str, bad_input=F
             stacklevel=2,
         )
 
-    bad_input = jnp.asarray(bad_input)
+    bad_input, huge = jnp.asarray(bad_input), jnp.asarray(huge)
     jax.lax.cond(
-        bad_input | bad_data | bad_loss,
-        lambda a, b, c: jax.debug.callback(warn, a, b, c),
-        lambda a, b, c: None,
+        bad_input | bad_data | bad_loss | huge,
+        lambda *flags: jax.debug.callback(warn, *flags),
+        lambda *flags: None,
         bad_input,
         bad_data,
         bad_loss,
+        huge,
     )
 
 
@@ -345,13 +367,16 @@ class EnergyEstimator(ELBO):
             model_kwargs,
             sites,
         )
-        total, new_states, bad_data, bad_input = 0.0, {}, [], []
+        total, new_states, bad_data, bad_input, huge = 0.0, {}, [], [], []
         for i, site in enumerate(sites):
             out = self.site_loss(site, jax.random.fold_in(loss_key, i), inputs[site.name])
             if self.state_name is not None:
                 out, new_states[site.name] = out
             total = total + out
-            bad_data.append(_not_finite(site.dist.energy(site.data)))
+            energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
+            bad_data.append(_not_finite(energy_data))
+            finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
+            huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
             if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
                 bad_input.append(_not_finite(site.data))
         _report_nonfinite(
@@ -360,6 +385,7 @@ class EnergyEstimator(ELBO):
             _not_finite(total),
             self.nonfinite_hint(),
             jnp.any(jnp.stack(bad_input)) if bad_input else False,
+            jnp.any(jnp.stack(huge)),
         )
         mutable_state = None
         if self.state_name is not None:
