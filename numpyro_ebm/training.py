@@ -66,24 +66,111 @@ def _skipped_by_optax(optim_state) -> int:
     return total
 
 
-def check_svi_result(svi_result, max_skipped_fraction: float = 0.1) -> None:
-    """Check an ``SVIRunResult``: raise on non-finite parameters, warn on skipped updates.
+#: ``check_svi_result``'s default bound on ``|param|``: a float32 parameter this large has left
+#: any scale a model is trained at (it grew without bound), though it is still finite.
+MAX_ABS_PARAM = 1e10
+
+
+def _nonfinite_optimizer_leaves(optim_state) -> list[str]:
+    """Paths of the floating-point leaves of ``optim_state`` that hold NaN or inf."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(optim_state):
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            bad.append(f"optim_state{jax.tree_util.keystr(path)}")
+    return bad
+
+
+def _all_zero_moments(optim_state) -> bool:
+    """Whether ``optim_state`` has floating-point leaves (an optimizer's moments) and all are 0."""
+    leaves = [
+        np.asarray(leaf)
+        for leaf in jax.tree.leaves(optim_state)
+        if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+    ]
+    return bool(leaves) and all(not np.any(leaf) for leaf in leaves)
+
+
+def check_svi_result(
+    svi_result, max_skipped_fraction: float = 0.1, max_abs_param: float = MAX_ABS_PARAM
+) -> None:
+    """Check an ``SVIRunResult``: raise on a diverged or frozen run, warn on skipped updates.
+
+    Raises ``FloatingPointError`` (with the likely cause) when
+
+    * a parameter is not finite (NaN or inf);
+    * a parameter is finite but ``|param| > max_abs_param`` (it grew without bound);
+    * the optimizer state holds NaN or inf: e.g. Adam's second moment overflowed (gradients
+      above ~1e19 in float32, from energies of order 1e30), after which every update is zero
+      and the parameters freeze at their values with a finite loss (the message says when the
+      losses are bitwise constant, the usual sign);
+    * the run is frozen: the losses are bitwise constant over all (at least 10) steps and the
+      optimizer's statistics are all zero (every gradient was exactly 0);
+    * more than ``max_skipped_fraction`` of the steps were skipped.
 
     Updates skipped by ``stable_update=True`` show as NaN entries of ``svi_result.losses``;
-    updates skipped by ``optax.apply_if_finite`` are counted in its optimizer state. Both are
-    counted here and reported with a ``RuntimeWarning``; a ``FloatingPointError`` is raised
-    when more than ``max_skipped_fraction`` of the steps were skipped (the run made little
-    progress) or when a parameter is not finite.
+    updates skipped by ``optax.apply_if_finite`` are counted in its optimizer state. A few
+    skipped steps give a ``RuntimeWarning``.
 
     :param svi_result: what ``svi.run`` returned.
     :param float max_skipped_fraction: the fraction of skipped steps above which to raise.
+    :param float max_abs_param: the bound on ``|param|`` above which to raise (default
+        :data:`MAX_ABS_PARAM`, ``1e10``).
     :return: ``None``.
+
+    **Example**
+
+    .. code-block:: python
+
+        result = svi.run(key, 5000, data)
+        numpyro_ebm.check_svi_result(result)  # FloatingPointError if the run diverged or froze
     """
     check_finite_params(svi_result.params)
+    large = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(svi_result.params):
+        arr = np.asarray(leaf)
+        if (
+            np.issubdtype(arr.dtype, np.inexact)
+            and arr.size
+            and np.max(np.abs(arr)) > max_abs_param
+        ):
+            large.append(
+                f"params{jax.tree_util.keystr(path)} (max |value| {float(np.max(np.abs(arr))):.3g})"
+            )
+    if large:
+        raise FloatingPointError(
+            f"parameters grew beyond max_abs_param={max_abs_param:g}: {', '.join(large)}. The "
+            f"run diverged although the values are still finite. {_HINT}"
+        )
     losses = np.asarray(svi_result.losses)
     num_updates = max(losses.size, 1)
-    skipped_nan = int(np.count_nonzero(~np.isfinite(losses)))
     optim_state = svi_result.state.optim_state if svi_result.state is not None else None
+    bad_optim = _nonfinite_optimizer_leaves(optim_state)
+    if bad_optim:
+        frozen = losses.size > 1 and bool(np.all(losses == losses.flat[0]))
+        raise FloatingPointError(
+            f"the optimizer state holds NaN or inf at {', '.join(bad_optim[:4])}"
+            + (
+                f"; the loss stayed bitwise constant ({losses.flat[0]:.6g}) over all "
+                f"{losses.size} steps"
+                if frozen
+                else ""
+            )
+            + ". The gradients overflowed the optimizer's float32 statistics (e.g. Adam's second "
+            "moment): updates are then zero or NaN and the parameters are frozen. Likely cause: "
+            "energies of enormous magnitude (|E| ~ 1e30); rescale the energy, or set `alpha` "
+            f"on a contrastive estimator to penalize large energies. {_HINT}"
+        )
+    if losses.size >= 10 and np.all(losses == losses.flat[0]) and _all_zero_moments(optim_state):
+        raise FloatingPointError(
+            f"the run is frozen: the loss stayed bitwise constant ({losses.flat[0]:.6g}) over all "
+            f"{losses.size} steps and the optimizer's statistics are all zero (every gradient was "
+            "exactly 0: the parameters never moved). Likely causes: energies so large (|E| ~ "
+            "1e30) that the sampler rejects every move and the negatives equal the data, or a "
+            "loss that does not depend on the parameters. Rescale the energy or check the "
+            "model's parameters."
+        )
+    skipped_nan = int(np.count_nonzero(~np.isfinite(losses)))
     skipped = max(skipped_nan, _skipped_by_optax(optim_state))
     if not skipped:
         return

@@ -103,3 +103,138 @@ def test_checkpoint_of_another_model_names_the_leaves(tmp_path):
     save_checkpoint(path, {"mu": jnp.zeros(2), "rng_key": jax.random.key(0)})
     with pytest.raises(ValueError, match=r"`like` does not have the structure.*\['mu'\].*\['nu'\]"):
         load_checkpoint(path, like={"nu": jnp.zeros(2), "rng_key": jax.random.key(0)})
+
+
+# class 2: NaN data past every guide
+
+
+def test_class2_nan_rows_past_the_first_minibatch_blame_the_data():
+    import blackjax
+    import optax
+    from numpyro.infer import SVI
+
+    data = jnp.zeros((64, 2)).at[40:].set(jnp.nan)  # minibatches after the first hold NaN rows
+
+    def model(batch):
+        mu = numpyro.param("mu", jnp.zeros(2))
+        energy = lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1)  # noqa: E731
+        numpyro.sample("x", Unnormalized(energy, (2,)), obs=batch)
+
+    box = numpyro.distributions.Uniform(-3.0 * jnp.ones(2), 3.0 * jnp.ones(2)).to_event(1)
+    kernel = lambda logdensity_fn: blackjax.mala(logdensity_fn, 0.05)  # noqa: E731
+    pcd = numpyro_ebm.PersistentContrastiveDivergence(kernel, num_chains=8, init_dist=box)
+    svi = SVI(model, pcd.make_guide(model), optax.adam(1e-2), loss=pcd)
+    state = svi.init(jax.random.key(0), data[:16])  # the guide checks this minibatch: clean
+    update = jax.jit(svi.update)  # as in svi.run: the data is traced, the eager checks skipped
+    with pytest.warns(RuntimeWarning, match=r"observed data itself holds NaN.*not the cause"):
+        for start in range(0, 64, 16):
+            state, _ = update(state, data[start : start + 16])
+        jax.effects_barrier()
+
+
+def test_class2_flow_guide_checks_the_data_at_init():
+    import optax
+    from numpyro.infer import SVI
+
+    def model(data):
+        log_Z = numpyro.param("log_Z", 0.0)
+        energy = lambda x: 0.5 * jnp.sum(x**2, -1)  # noqa: E731
+        numpyro.sample("x", Unnormalized(energy, (2,), log_Z=log_Z), obs=data)
+
+    guide = numpyro_ebm.flow_guide("x", 2, jax.random.key(0), flow="coupling-affine")
+    fce = numpyro_ebm.FlowContrastiveEstimation()
+    svi = SVI(model, guide, optax.adam(1e-3), loss=fce)
+    with pytest.raises(ValueError, match=r"model argument 0 \(data\)"):
+        svi.init(jax.random.key(0), jnp.zeros((8, 2)).at[5, 1].set(jnp.nan))
+
+
+# class 7: unclear errors, now naming the argument and what was expected
+
+
+def _mala(logdensity_fn):
+    import blackjax
+
+    return blackjax.mala(logdensity_fn, 0.1)
+
+
+def _log_normal(x):
+    return -0.5 * jnp.sum(x**2, -1)
+
+
+def _energy(x):
+    return 0.5 * jnp.sum(x**2, -1)
+
+
+def _int_init_positions():
+    numpyro_ebm.sample_chains(jax.random.key(0), _log_normal, _mala, jnp.zeros((4, 2), int), 2)
+
+
+def _zero_chains():
+    numpyro_ebm.sample_chains(jax.random.key(0), _log_normal, _mala, jnp.zeros((0, 2)), 2)
+
+
+def _ula_inf_step():
+    numpyro_ebm.ula(_log_normal, step_size=float("inf"))
+
+
+def _ais_base_without_to_event():
+    base = numpyro.distributions.Normal(jnp.zeros(2), 1.0)
+    numpyro_ebm.logz_ais(jax.random.key(0), _energy, base, _mala, num_chains=4, num_temperatures=4)
+
+
+def _geometric_path_base_without_to_event():
+    numpyro_ebm.geometric_path(_log_normal, numpyro.distributions.Normal(jnp.zeros(2), 1.0), _mala)
+
+
+def _ais_nonfinite_betas():
+    base = numpyro.distributions.Normal(jnp.zeros(2), 1.0).to_event(1)
+    betas = jnp.array([0.0, 0.5, jnp.inf, 1.0])
+    numpyro_ebm.logz_ais(jax.random.key(0), _energy, base, _mala, num_chains=4, betas=betas)
+
+
+def _pcd(init_dist):
+    import optax
+    from numpyro.infer import SVI
+
+    pcd = numpyro_ebm.PersistentContrastiveDivergence(_mala, num_chains=4, init_dist=init_dist)
+    svi = SVI(quadratic_model, pcd.guide, optax.adam(1e-2), loss=pcd)
+    svi.update(svi.init(jax.random.key(0), X), X)
+
+
+def _pcd_init_dist_wrong_shape():
+    _pcd(numpyro.distributions.Normal(jnp.zeros(3), 1.0).to_event(1))
+
+
+def _pcd_init_dist_integers():
+    _pcd(numpyro.distributions.Bernoulli(0.5 * jnp.ones(2)).to_event(1))
+
+
+def _blackjax_kernel_discrete_latent():
+    from numpyro.infer import MCMC
+
+    def model():
+        z = numpyro.sample("z", numpyro.distributions.Bernoulli(0.5))
+        numpyro.sample("y", numpyro.distributions.Normal(z, 1.0), obs=1.0)
+
+    kernel = numpyro_ebm.BlackJAXKernel(_mala, model=model)
+    MCMC(kernel, num_warmup=1, num_samples=1, progress_bar=False).run(jax.random.key(0))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (_int_init_positions, TypeError, r"`init_positions` has dtype int32.*gradients"),
+        (_zero_chains, ValueError, r"`init_positions` has 0 chains"),
+        (_ula_inf_step, ValueError, r"`step_size` contains 1 non-finite"),
+        (_ais_base_without_to_event, ValueError, r"`base` must describe one position.*to_event"),
+        (_geometric_path_base_without_to_event, ValueError, r"`base`.*batch_shape \(2,\)"),
+        (_ais_nonfinite_betas, ValueError, r"`betas` must be finite"),
+        (_pcd_init_dist_wrong_shape, ValueError, r"`init_dist` draws shape \(3,\).*event shape"),
+        (_pcd_init_dist_integers, TypeError, r"`init_dist` draws int32 values"),
+        (_blackjax_kernel_discrete_latent, ValueError, r"latent site\(s\) \['z'\] are discrete"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "")[1:] if callable(v) else None,
+)
+def test_class7_error_names_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

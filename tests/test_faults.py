@@ -155,3 +155,84 @@ def test_checkpoint_with_other_chain_or_buffer_size(saved, options, rows):
         ValueError, match=rf"persistent chains: the checkpoint holds 16 of them.*`like` {rows}"
     ):
         load_checkpoint(saved, like=like)
+
+
+# divergence is not silent by default (no stable_update)
+
+
+def scaled_model(data, scale=1.0):
+    """A Gaussian energy of precision exp(log_s), times ``scale``; log_Z learnable (NCE/FCE)."""
+    log_s = numpyro.param("log_s", 0.0)
+    log_Z = numpyro.param("log_Z", 0.0)
+    energy = lambda x: scale * 0.5 * jnp.exp(log_s) * jnp.sum(x**2, -1)  # noqa: E731
+    numpyro.sample("x", Unnormalized(energy, (2,), log_Z=log_Z), obs=data)
+
+
+def _estimator(name):
+    import numpyro_ebm
+
+    mala = partial(blackjax.mala, step_size=0.05)
+    if name == "SM":
+        return numpyro_ebm.ScoreMatching(), None
+    if name == "SSM":
+        return numpyro_ebm.SlicedScoreMatching(), None
+    if name == "NCE":
+        return numpyro_ebm.NoiseContrastiveEstimation(
+            dist.Normal(jnp.zeros(2), 2.0).to_event(1)
+        ), None
+    if name == "CD":  # ULA with step 5 on curvature ~1: the negatives grow 4x per step
+        return numpyro_ebm.ContrastiveDivergence(partial(numpyro_ebm.ula, step_size=5.0), 80), None
+    if name == "PCD":
+        return PersistentContrastiveDivergence(mala, num_chains=16, init_dist=BOX), None
+    if name == "FCE":
+        guide = numpyro_ebm.flow_guide("x", 2, jax.random.key(0), flow="coupling-affine")
+        return numpyro_ebm.FlowContrastiveEstimation(), guide
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", ["SM", "SSM", "NCE", "CD", "PCD", "FCE"])
+def test_diverging_run_warns_during_the_run_and_check_fails(name):
+    from numpyro_ebm import check_svi_result
+
+    est, guide = _estimator(name)
+    lr = 1e-2 if name == "CD" else 1e3  # CD diverges through its sampler, the rest through SGD
+    svi = SVI(scaled_model, guide or est.guide, optax.sgd(lr), loss=est)
+    with pytest.warns(
+        RuntimeWarning, match=rf"{type(est).__name__}: non-finite loss; .*(reduce|lower)"
+    ):
+        result = svi.run(jax.random.key(1), 30, DATA, progress_bar=False)
+        jax.effects_barrier()
+    with pytest.raises(FloatingPointError, match=r"non-finite values in params\[.*'log_s'"):
+        check_svi_result(result)
+
+
+def test_check_fails_on_parameters_grown_without_bound():
+    from numpyro_ebm import check_svi_result
+
+    est = __import__("numpyro_ebm").DenoisingScoreMatching(0.1)
+    svi = SVI(scaled_model, est.guide, optax.sgd(1e3), loss=est)
+    result = svi.run(jax.random.key(1), 30, DATA, progress_bar=False)
+    assert np.all(np.isfinite(np.asarray(result.params["log_s"])))  # finite, but absurd
+    with pytest.raises(FloatingPointError, match=r"grew beyond max_abs_param=1e\+10.*'log_s'"):
+        check_svi_result(result)
+    check_svi_result(result, max_abs_param=float("inf"))  # the bound is the caller's
+
+
+@pytest.mark.parametrize("name", ["NCE", "CD", "PCD"])
+def test_huge_energies_freeze_adam_warn_and_check_fails(name):
+    from numpyro_ebm import check_svi_result
+
+    est, _ = _estimator(name if name != "CD" else "PCD")
+    if name == "CD":
+        est = __import__("numpyro_ebm").ContrastiveDivergence(
+            partial(blackjax.mala, step_size=0.05)
+        )
+    svi = SVI(partial(scaled_model, scale=1e30), est.guide, optax.adam(1e-2), loss=est)
+    with pytest.warns(RuntimeWarning, match=r"exceeds 1e\+18 in magnitude.*freeze"):
+        result = svi.run(jax.random.key(1), 20, DATA, progress_bar=False)
+        jax.effects_barrier()
+    assert float(result.params["log_s"]) == 0.0  # frozen at the initial value
+    with pytest.raises(
+        FloatingPointError, match=r"(optimizer state holds NaN or inf|frozen).*1e30"
+    ):
+        check_svi_result(result)

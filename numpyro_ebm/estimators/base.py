@@ -83,8 +83,9 @@ def split_key(rng_key) -> tuple[jax.Array, jax.Array]:
 def check_model_inputs(args, kwargs) -> None:
     """Raise ``ValueError`` if a concrete array among the model's inputs holds NaN or inf.
 
-    Called by the estimators' guides (:func:`no_guide`, :meth:`EnergyEstimator.guide`, the
-    flow guide's estimator): ``SVI.init`` runs the guide eagerly on the data, so bad data fails
+    Called by every guide the library ships (:func:`no_guide`, :meth:`EnergyEstimator.guide`
+    and :meth:`~EnergyEstimator.make_guide`, ``CombinedLoss``'s, :func:`numpyro_ebm.flow_guide`'s):
+    ``SVI.init`` runs the guide eagerly on the data, so bad data fails
     there with a clear error instead of turning into NaN losses inside the compiled loop.
     """
     for i, a in enumerate(args):
@@ -118,15 +119,48 @@ def _not_finite(x) -> jax.Array:
     return ~jnp.all(jnp.isfinite(x))
 
 
-def _report_nonfinite(estimator: str, bad_data, bad_loss, hint: str) -> None:
-    """Warn (host side, once per message) that a training step's loss was not finite."""
+#: energies of the data above this magnitude get a warning during training: their gradients
+#: (of the same order) overflow float32 when squared (Adam's second moment), which freezes the
+#: parameters with finite losses.
+ENERGY_BOUND = 1e18
 
-    def warn(bad_data, bad_loss):
+
+def _report_nonfinite(
+    estimator: str, bad_data, bad_loss, hint: str, bad_input=False, huge=False
+) -> None:
+    """Warn (host side, once per message) that a training step's loss was not finite.
+
+    ``bad_input``: the observed data itself holds NaN or inf (e.g. rows outside the minibatch
+    that ``SVI.init`` saw); ``bad_data``: the energy of the data is not finite; ``bad_loss``: the
+    loss is not finite. The cause named is the first of these that holds. ``huge``: the energy
+    of the data is finite but above :data:`ENERGY_BOUND` in magnitude (a separate warning).
+    """
+
+    def warn(bad_input, bad_data, bad_loss, huge):
         # Under vmap the callback runs for every element: look at the values, not the branch.
-        bad_data, bad_loss = bool(np.any(bad_data)), bool(np.any(bad_loss))
-        if not (bad_data or bad_loss):
+        bad_input, bad_data = bool(np.any(bad_input)), bool(np.any(bad_data))
+        bad_loss, huge = bool(np.any(bad_loss)), bool(np.any(huge))
+        if huge and not (bad_input or bad_data or bad_loss):
+            warnings.warn(
+                f"{estimator}: the energy of the data exceeds {ENERGY_BOUND:g} in magnitude; "
+                "gradients this large overflow the optimizer's float32 statistics (Adam's "
+                "second moment becomes inf), after which the updates are zero and the "
+                "parameters freeze with a finite loss. Rescale the energy (or its "
+                "initialization), or set `alpha` on a contrastive estimator to penalize large "
+                "energies; `numpyro_ebm.check_svi_result(svi_result)` fails on such a run.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return
-        if bad_data:
+        if not (bad_input or bad_data or bad_loss):
+            return
+        if bad_input:
+            cause = (
+                "the observed data itself holds NaN or inf (in a minibatch of this run, not only "
+                "in the one `SVI.init` checked): clean the data set (e.g. drop the rows where "
+                "`~jnp.isfinite(data).all(-1)`); the learning rate is not the cause"
+            )
+        elif bad_data:
             cause = (
                 "the energy of the data is not finite: the parameters diverged; reduce the "
                 "learning rate, set `alpha` (e.g. 0.1) on a contrastive estimator to penalize "
@@ -137,17 +171,20 @@ def _report_nonfinite(estimator: str, bad_data, bad_loss, hint: str) -> None:
         warnings.warn(
             f"{estimator}: non-finite loss; {cause}. Train with `svi.run(..., "
             "stable_update=True)` or `optax.apply_if_finite(...)` to skip such updates, and "
-            "check the result with `numpyro_ebm.check_finite_params(svi_result.params)`.",
+            "check the result with `numpyro_ebm.check_svi_result(svi_result)`.",
             RuntimeWarning,
             stacklevel=2,
         )
 
+    bad_input, huge = jnp.asarray(bad_input), jnp.asarray(huge)
     jax.lax.cond(
-        bad_data | bad_loss,
-        lambda a, b: jax.debug.callback(warn, a, b),
-        lambda a, b: None,
+        bad_input | bad_data | bad_loss | huge,
+        lambda *flags: jax.debug.callback(warn, *flags),
+        lambda *flags: None,
+        bad_input,
         bad_data,
         bad_loss,
+        huge,
     )
 
 
@@ -330,21 +367,30 @@ class EnergyEstimator(ELBO):
             model_kwargs,
             sites,
         )
-        total, new_states = 0.0, {}
+        total, new_states, bad_data, bad_input, huge = 0.0, {}, [], [], []
         for i, site in enumerate(sites):
             out = self.site_loss(site, jax.random.fold_in(loss_key, i), inputs[site.name])
             if self.state_name is not None:
                 out, new_states[site.name] = out
             total = total + out
-        bad_loss = _not_finite(total)
-        # The data's energies are evaluated again only when the loss is not finite (to say
-        # whether the data or the estimator's own computation is to blame), not every step.
-        bad_data = jax.lax.cond(
-            bad_loss,
-            lambda: jnp.any(jnp.stack([_not_finite(s.dist.energy(s.data)) for s in sites])),
-            lambda: jnp.zeros((), bool),
+            # One forward pass of the data's energy per step, for the report: it says whether the
+            # data, its energy or the estimator's own computation went non-finite, and catches
+            # finite energies large enough to freeze Adam (XLA shares it with site_loss where the
+            # loss evaluates the same energy of the same data).
+            energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
+            bad_data.append(_not_finite(energy_data))
+            finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
+            huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
+            if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
+                bad_input.append(_not_finite(site.data))
+        _report_nonfinite(
+            type(self).__name__,
+            jnp.any(jnp.stack(bad_data)),
+            _not_finite(total),
+            self.nonfinite_hint(),
+            jnp.any(jnp.stack(bad_input)) if bad_input else False,
+            jnp.any(jnp.stack(huge)),
         )
-        _report_nonfinite(type(self).__name__, bad_data, bad_loss, self.nonfinite_hint())
         mutable_state = None
         if self.state_name is not None:
             keys = self.state_keys(param_map, sites)

@@ -27,6 +27,7 @@ import jax.nn as jnn
 import jax.numpy as jnp
 
 from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm.estimators.base import check_model_inputs
 
 __all__ = ["FlowGuide", "flow_guide", "fce_optimizer"]
 
@@ -36,8 +37,10 @@ _FLOWS = ("coupling-spline", "coupling-affine")
 class FlowGuide:
     """A NumPyro guide with one site ``site_name`` drawn from a flowjax flow.
 
-    Call it like any guide (it ignores the model's arguments). Its parameters live in one
-    ``numpyro.param`` site, ``param_name`` (a pytree: the flow's arrays), registered with
+    Call it like any guide: it ignores the model's arguments except to check them (NaN or inf
+    in an array argument raise a ``ValueError`` at ``SVI.init``, as
+    :func:`~numpyro_ebm.no_guide`). Its parameters live in one ``numpyro.param`` site,
+    ``param_name`` (a pytree: the flow's arrays), registered with
     ``flowjax.experimental.numpyro.register_params``.
 
     :ivar site_name: the guide's sample site (the EBM site's name).
@@ -54,6 +57,8 @@ class FlowGuide:
     def __call__(self, *args, **kwargs):
         from flowjax.experimental.numpyro import register_params, sample
 
+        # the model's data passes through the guide at SVI.init: NaN or inf raise there
+        check_model_inputs(args, kwargs)
         flow = register_params(self.param_name, self.init_flow)
         return sample(self.site_name, flow)
 

@@ -159,6 +159,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             "pass a dict {site name: distribution}."
         )
 
+    def _init_dist_label(self, name: str) -> str:
+        return f"[{name!r}]" if self.init_dist is not None and name in self.init_dist else ""
+
     def initial_state(self, rng_key, sites: list[EBMSite] | None) -> dict:
         """``{site name: {"positions": (num_positions, *event_shape)}}`` (plus ``"loc"`` and
         ``"scale"`` of the data-matched Gaussian when ``init_dist`` is ``None``)."""
@@ -225,11 +228,31 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             fresh = state["loc"] + state["scale"] * noise
         else:
             fresh = init_dist.sample(fresh_key, (self.num_chains,))
+        what = "`init_dist`" + ("" if init_dist is None else self._init_dist_label(site.name))
+        event_shape = tuple(site.dist.event_shape)
+        if tuple(start.shape[1:]) != event_shape or tuple(fresh.shape[1:]) != event_shape:
+            raise ValueError(
+                f"PersistentContrastiveDivergence: {what} draws shape {tuple(fresh.shape[1:])} "
+                f"(the chains hold {tuple(start.shape[1:])}), but the EBM site {site.name!r} has "
+                f"event shape {event_shape}; use e.g. `dist.Uniform(-4, 4).expand("
+                f"{list(event_shape)}).to_event({len(event_shape)})`."
+            )
         mask = jnp.reshape(restart, (-1,) + (1,) * len(event_axes))
         start = jnp.where(mask, fresh.astype(start.dtype), start)
-        negatives = sample_chains(
-            chain_key, self.chain_target(site), self.kernel, start, self.num_steps
-        )
+        try:
+            negatives = sample_chains(
+                chain_key, self.chain_target(site), self.kernel, start, self.num_steps
+            )
+        except TypeError as err:
+            if jnp.issubdtype(start.dtype, jnp.inexact) or "init_positions" not in str(err):
+                raise
+            raise TypeError(
+                f"PersistentContrastiveDivergence: {what} draws {start.dtype} values, but the "
+                "kernel takes gradients of the log density, which integers cannot have: use a "
+                "continuous `init_dist` (e.g. `dist.Uniform(-4, 4).expand(event_shape)"
+                ".to_event(...)`) for a gradient-based kernel, or a discrete kernel (Gibbs, "
+                "`kernel=None` for a model with an exact sampler)."
+            ) from err
         negatives = jax.lax.stop_gradient(negatives.positions)
         # diverged chains restart rather than persist: the state never holds NaN/inf
         finite = jnp.all(jnp.isfinite(negatives), axis=event_axes)

@@ -119,6 +119,11 @@ def check_betas(betas) -> jax.Array:
         )
     if is_concrete(betas):
         b = np.asarray(betas, np.float64)
+        if not np.all(np.isfinite(b)):
+            raise ValueError(
+                f"`betas` must be finite inverse temperatures in [0, 1]; it holds "
+                f"{int(np.count_nonzero(~np.isfinite(b)))} NaN or infinite value(s)."
+            )
         if not (abs(b[0]) < 1e-7 and abs(b[-1] - 1.0) < 1e-6 and np.all(np.diff(b) >= 0)):
             raise ValueError(
                 "`betas` must increase from 0 to 1 (first 0, last 1, non-decreasing); got "
@@ -199,7 +204,9 @@ def annealed_importance_sampling(
         init_key, step_key = jax.random.split(key)
         state = algorithm.init(x, init_key)
         state, _ = jax.lax.scan(
-            lambda s, k: (algorithm.step(k, s)[0], None), state, jax.random.split(step_key, num_steps)
+            lambda s, k: (algorithm.step(k, s)[0], None),
+            state,
+            jax.random.split(step_key, num_steps),
         )
         return state.position
 

@@ -83,6 +83,13 @@ def geometric_path(logdensity_fn: Callable, base: Distribution, kernel: Callable
             "`base` must be a normalized NumPyro distribution (with sample and log_prob), e.g. "
             f"`dist.Normal(0, 3).expand([2]).to_event(1)`; got {base!r}."
         )
+    if tuple(base.batch_shape) != ():
+        raise ValueError(
+            f"`base` must describe one position (batch_shape ()); it has batch_shape "
+            f"{tuple(base.batch_shape)} and event_shape {tuple(base.event_shape)}: make its batch "
+            f"dimensions part of the event with `.to_event({len(base.batch_shape)})`, e.g. "
+            "`dist.Normal(0, 3).expand([2]).to_event(1)`."
+        )
     build_algorithm(kernel, base.log_prob)  # fail now on a kernel that is not a factory
 
     def f(beta, x):

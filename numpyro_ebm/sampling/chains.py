@@ -170,6 +170,11 @@ class _StepKey:
 
 def _check_positions(init_positions, logdensity_fn, event_shape):
     num_chains = leading_size("init_positions", init_positions)
+    if num_chains == 0:
+        raise ValueError(
+            "`init_positions` has 0 chains (a leading axis of size 0); expected at least one "
+            "chain, shape (num_chains, *event_shape) with num_chains >= 1."
+        )
     if event_shape is not None:
         leaves = jax.tree.leaves(init_positions)
         shape = tuple(jnp.shape(leaves[0])[1:])
@@ -337,7 +342,22 @@ def sample_chains(
     sharding = _chain_sharding(num_chains)
     if init_state is None:
         init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init")
-        states = _init(rng_key, init_positions, algorithm_init=init_fn)
+        try:
+            states = _init(rng_key, init_positions, algorithm_init=init_fn)
+        except TypeError as err:
+            ints = [
+                jnp.result_type(leaf)
+                for leaf in jax.tree.leaves(init_positions)
+                if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+            ]
+            if not ints or "grad" not in str(err):
+                raise
+            raise TypeError(
+                f"`init_positions` has dtype {ints[0]}, but this kernel takes gradients of the "
+                "log density, which integers cannot have: pass floating-point positions (e.g. "
+                "`init_positions.astype(float)`). Integer positions are for discrete kernels "
+                "(Gibbs samplers) only."
+            ) from err
     else:
         states = init_state
     if sharding is not None and is_concrete(states):

@@ -40,7 +40,7 @@ from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
 from blackjax.mcmc.diffusions import DiffusionState, overdamped_langevin
 
-from numpyro_ebm._validation import check_positive
+from numpyro_ebm._validation import check_finite, check_positive
 from numpyro_ebm.sampling.chains import bind_algorithm
 
 __all__ = ["ULAInfo", "ULAState", "as_top_level_api", "build_kernel", "init", "ula"]
@@ -114,8 +114,10 @@ def as_top_level_api(logdensity_fn: Callable, step_size, noise_scale=None) -> Sa
         state, info = jax.jit(algo.step)(jax.random.key(0), state)
     """
     check_positive("step_size", step_size)
+    check_finite("step_size", step_size)
     if noise_scale is not None:
         check_positive("noise_scale", noise_scale)
+        check_finite("noise_scale", noise_scale)
     return bind_algorithm(
         init, build_kernel(), logdensity_fn, step_size=step_size, noise_scale=noise_scale
     )

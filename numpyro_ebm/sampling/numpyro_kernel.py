@@ -35,7 +35,12 @@ from numpyro.util import identity, is_prng_key
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.sampling.chains import build_algorithm
 
-__all__ = ["BlackJAXKernel", "BlackJAXKernelState", "logdensity_from_potential"]
+__all__ = [
+    "BlackJAXKernel",
+    "BlackJAXKernelState",
+    "check_continuous_latents",
+    "logdensity_from_potential",
+]
 
 #: Options of ``adapt=dict(...)``.
 ADAPT_OPTIONS = (
@@ -101,6 +106,37 @@ class BlackJAXKernelState(NamedTuple):
         """Whether the last transition diverged (``info.is_divergent``; ``False`` if absent)."""
         divergent = getattr(self.info, "is_divergent", None)
         return jnp.zeros_like(self.i, dtype=bool) if divergent is None else divergent
+
+
+def check_continuous_latents(
+    model, model_args=(), model_kwargs=None, init_strategy=init_to_uniform
+) -> None:
+    """Raise ``ValueError`` naming the latent sample sites of ``model`` with a discrete support.
+
+    :class:`BlackJAXKernel` samples continuous latent sites only (gradient-based kernels in an
+    unconstrained space); NumPyro would otherwise ask to install ``funsor`` to enumerate them.
+    The model is traced once with ``init_strategy`` as ``initialize_model`` does (continuous
+    sites take their initial values; nothing else is sampled).
+    """
+    from numpyro import handlers
+
+    seeded = handlers.substitute(handlers.seed(model, rng_seed=0), substitute_fn=init_strategy)
+    with handlers.block():
+        tr = handlers.trace(seeded).get_trace(*model_args, **(model_kwargs or {}))
+    discrete = [
+        name
+        for name, site in tr.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and getattr(getattr(site["fn"], "support", None), "is_discrete", False)
+    ]
+    if discrete:
+        raise ValueError(
+            f"BlackJAXKernel: the model's latent site(s) {discrete} are discrete; BlackJAXKernel "
+            "samples continuous latent sites only. Observe them, marginalize them out in the "
+            "model, or sample them with a Gibbs kernel (e.g. numpyro.infer.MixedHMC / "
+            "DiscreteHMCGibbs)."
+        )
 
 
 def logdensity_from_potential(potential_fn: Callable) -> Callable:
@@ -365,6 +401,7 @@ class BlackJAXKernel(MCMCKernel):
 
     def _init_params(self, rng_key, model_args, model_kwargs, init_params):
         if self._model is not None:
+            check_continuous_latents(self._model, model_args, model_kwargs, self._init_strategy)
             params_info, potential_fn_gen, postprocess_fn, _ = initialize_model(
                 rng_key,
                 self._model,
