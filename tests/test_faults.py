@@ -236,3 +236,79 @@ def test_huge_energies_freeze_adam_warn_and_check_fails(name):
         FloatingPointError, match=r"(optimizer state holds NaN or inf|frozen).*1e30"
     ):
         check_svi_result(result)
+
+
+# A trainer that runs PCD through SVI in chunks of 5 updates and saves a checkpoint after each
+# chunk (ckpt_<updates done>.msgpack, atomically), for ever; SIGKILLed at a random moment.
+TRAINER = textwrap.dedent(
+    """
+    import sys
+    from functools import partial
+    import blackjax, jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist, optax
+    from numpyro.infer import SVI
+    from numpyro_ebm import PersistentContrastiveDivergence, Unnormalized, save_checkpoint
+
+    def model(data):
+        mu = numpyro.param("mu", jnp.zeros(2))
+        with numpyro.plate("data", data.shape[0], subsample_size=16):
+            batch = numpyro.subsample(data, event_dim=1)
+            numpyro.sample("x", Unnormalized(lambda x: 0.5 * jnp.sum((x - mu) ** 2, -1), (2,)),
+                           obs=batch)
+
+    def make():
+        pcd = PersistentContrastiveDivergence(
+            partial(blackjax.mala, step_size=0.1), num_steps=2, num_chains=32,
+            init_dist=dist.Uniform(-3.0, 3.0).expand([2]).to_event(1))
+        return SVI(model, pcd.guide, optax.adam(1e-2), loss=pcd)
+
+    data = jax.random.normal(jax.random.key(0), (64, 2)) + 1.0
+    svi = make()
+    state = svi.init(jax.random.key(1), data)
+    done = 0
+    print("ready", flush=True)
+    while True:
+        state = svi.run(jax.random.key(2), 5, data, init_state=state, progress_bar=False).state
+        done += 5
+        save_checkpoint(f"{sys.argv[1]}/ckpt_{done}.msgpack", state)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
+    """Kill a training process at a random moment; resuming from its last checkpoint to the
+    same total number of updates gives exactly the parameters, chains, optimizer state and key
+    of an uninterrupted run."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAINER, str(tmp_path)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    assert child.stdout.readline().strip() == "ready"
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("ckpt_*.msgpack")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.2, 1.0))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = max(int(p.stem.split("_")[1]) for p in tmp_path.glob("ckpt_*.msgpack"))
+    total = done + 10
+
+    namespace = {}
+    exec(TRAINER.split("data = jax.random")[0], namespace)  # model and make(), not the loop
+    make = namespace["make"]
+    data = jax.random.normal(jax.random.key(0), (64, 2)) + 1.0
+
+    svi = make()
+    state = svi.init(jax.random.key(1), data)
+    for _ in range(total // 5):  # the uninterrupted run, chunked exactly as the trainer
+        state = svi.run(jax.random.key(2), 5, data, init_state=state, progress_bar=False).state
+
+    svi = make()
+    template = svi.init(jax.random.key(99), data)
+    resumed = load_checkpoint(tmp_path / f"ckpt_{done}.msgpack", like=template)
+    for _ in range((total - done) // 5):
+        resumed = svi.run(jax.random.key(2), 5, data, init_state=resumed, progress_bar=False).state
+    for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(state)):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
