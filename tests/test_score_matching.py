@@ -473,15 +473,17 @@ def test_jitted_loss_with_subsampled_plate():
 
 
 @pytest.mark.parametrize(
-    "loss",
+    "loss, mean_atol",
     [
-        ScoreMatching(),
-        pytest.param(SlicedScoreMatching(2), marks=pytest.mark.slow),
-        pytest.param(DenoisingScoreMatching(0.5), marks=pytest.mark.slow),
+        (ScoreMatching(), 0.05),
+        pytest.param(SlicedScoreMatching(2), 0.05, marks=pytest.mark.slow),
+        # DSM's own noise (sigma = 0.5) moves the final mean: over seeds 0-5 the largest
+        # coordinate error was 0.017-0.053 (per-coordinate sd ~0.03), so 4 sd.
+        pytest.param(DenoisingScoreMatching(0.5), 0.12, marks=pytest.mark.slow),
     ],
     ids=["sm", "ssm", "dsm"],
 )
-def test_svi_with_minibatches_learns_the_precision(loss):
+def test_svi_with_minibatches_learns_the_precision(loss, mean_atol):
     # 600 steps of minibatches of 128 from 2000 points; minibatch noise with the lr decayed to
     # 1e-4: within 5% of the full-data optimum (measured <= 1.5%).
     steps = 600
@@ -491,7 +493,7 @@ def test_svi_with_minibatches_learns_the_precision(loss):
     sigma2 = loss.sigmas[0] ** 2 if isinstance(loss, DenoisingScoreMatching) else 0.0
     assert np.all(np.isfinite(result.losses))
     assert rel_err(P, np.linalg.inv(S + sigma2 * np.eye(2))) < 0.05
-    np.testing.assert_allclose(mu, m, atol=0.05)
+    np.testing.assert_allclose(mu, m, atol=mean_atol)
 
 
 # --------------------------------------------------------------------------------------------
