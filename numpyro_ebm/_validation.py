@@ -91,9 +91,9 @@ def leading_size(name: str, tree) -> int:
     return sizes.pop()
 
 
-def check_in_set(name: str, x, values, caller: str = "") -> None:
+def check_in_set(name: str, x, values, caller: str = "", hint: str = "") -> None:
     """Raise ``ValueError`` naming ``name`` (and ``caller``) when a concrete ``x`` holds entries
-    outside ``values`` (NaN included), with their count and a few examples."""
+    outside ``values`` (NaN included), with their count, a few examples and ``hint``."""
     if x is None or not is_concrete(x):
         return
     arr = np.asarray(x)
@@ -105,5 +105,5 @@ def check_in_set(name: str, x, values, caller: str = "") -> None:
         raise ValueError(
             f"{prefix}`{name}` holds {bad.size} value(s) outside the allowed values "
             f"{allowed.tolist()} (e.g. {bad[:3].tolist()}); expected every entry in "
-            f"{allowed.tolist()}."
+            f"{allowed.tolist()}.{' ' + hint if hint else ''}"
         )

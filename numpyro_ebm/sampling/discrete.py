@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_ebm._validation import check_int, is_concrete
+from numpyro_ebm._validation import check_in_set, check_int
 
 __all__ = ["GibbsInfo", "check_array_position", "check_in_values", "check_values", "flip_rate"]
 
@@ -91,16 +91,9 @@ def check_array_position(caller: str, position) -> jax.Array:
 
 def check_in_values(caller: str, position, values: np.ndarray) -> None:
     """Raise a ``ValueError`` when a concrete ``position`` holds entries outside ``values``."""
-    if not is_concrete(position):
-        return
-    arr = np.asarray(position)
-    ok = np.isin(arr, values)
-    if not ok.all():
-        bad = arr[~ok].ravel()[:3]
-        raise ValueError(
-            f"{caller}: the position holds values outside the allowed values {values.tolist()} "
-            f"(e.g. {bad.tolist()}); start the chains at valid configurations."
-        )
+    check_in_set(
+        "position", position, values, caller, "Start the chains at valid configurations."
+    )
 
 
 def flip_rate(old, new) -> jax.Array:
