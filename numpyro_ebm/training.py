@@ -32,6 +32,18 @@ _HINT = (
 )
 
 
+def _nonfinite_leaves(tree, what: str) -> list[tuple[str, int, int]]:
+    """``(f"{what}{path}", non-finite count, size)`` of every floating-point leaf of ``tree``
+    that holds NaN or inf."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            bad.append((f"{what}{jax.tree_util.keystr(path)}", count, arr.size))
+    return bad
+
+
 def check_finite_params(params, what: str = "params") -> None:
     """Raise ``FloatingPointError`` naming every parameter that holds NaN or inf.
 
@@ -45,12 +57,10 @@ def check_finite_params(params, what: str = "params") -> None:
         result = svi.run(key, 5000, data, stable_update=True)
         numpyro_ebm.check_finite_params(result.params)
     """
-    bad = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
-            bad.append(f"{what}{jax.tree_util.keystr(path)} ({count} of {arr.size} non-finite)")
+    bad = [
+        f"{name} ({count} of {size} non-finite)"
+        for name, count, size in _nonfinite_leaves(params, what)
+    ]
     if bad:
         raise FloatingPointError(f"non-finite values in {', '.join(bad)}. {_HINT}")
 
@@ -73,12 +83,7 @@ MAX_ABS_PARAM = 1e10
 
 def _nonfinite_optimizer_leaves(optim_state) -> list[str]:
     """Paths of the floating-point leaves of ``optim_state`` that hold NaN or inf."""
-    bad = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(optim_state):
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            bad.append(f"optim_state{jax.tree_util.keystr(path)}")
-    return bad
+    return [name for name, _, _ in _nonfinite_leaves(optim_state, "optim_state")]
 
 
 def _all_zero_moments(optim_state) -> bool:
