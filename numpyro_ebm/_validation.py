@@ -35,8 +35,11 @@ def check_positive(name: str, x) -> None:
     """Raise ``ValueError`` if a concrete scalar/array ``x`` is not strictly positive."""
     if x is None or not is_concrete(x):
         return
-    arr = np.asarray(x)
-    if not np.all(arr > 0):
+    try:
+        positive = np.all(np.asarray(x) > 0)
+    except TypeError as err:
+        raise TypeError(f"`{name}` must be a number > 0, got {x!r}.") from err
+    if not positive:
         raise ValueError(f"`{name}` must be > 0, got {x!r}.")
 
 
@@ -107,3 +110,27 @@ def check_in_set(name: str, x, values, caller: str = "", hint: str = "") -> None
             f"{allowed.tolist()} (e.g. {bad[:3].tolist()}); expected every entry in "
             f"{allowed.tolist()}.{' ' + hint if hint else ''}"
         )
+
+
+def check_rng_key(rng_key, name: str = "rng_key"):
+    """Return ``rng_key`` if it is one JAX PRNG key (typed ``jax.random.key``, or a raw
+    ``uint32[2]`` key from ``jax.random.PRNGKey``), else raise ``TypeError`` naming the argument:
+    an ``int`` seed, ``None`` or a batch of keys is refused. Traced keys pass unchecked."""
+    if rng_key is None:
+        raise TypeError(f"`{name}` is required: pass a JAX key, e.g. `jax.random.key(0)`.")
+    if isinstance(rng_key, jax.core.Tracer):
+        return rng_key
+    if isinstance(rng_key, jax.Array):
+        if jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key):
+            if rng_key.shape == ():
+                return rng_key
+            raise TypeError(
+                f"`{name}` must be one JAX key, got a batch of keys of shape {rng_key.shape}; "
+                "pass one key (e.g. `jax.random.key(0)`), not `jax.random.split(...)`."
+            )
+        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
+            return rng_key
+    raise TypeError(
+        f"`{name}` must be a JAX key such as `jax.random.key(0)` (not an int seed), got "
+        f"{rng_key!r}."
+    )

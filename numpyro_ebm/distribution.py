@@ -93,6 +93,10 @@ class Unnormalized(Distribution):
             raise TypeError(
                 f"Unnormalized: `event_shape` must be a tuple of ints, got {event_shape!r}."
             ) from err
+        if any(d < 0 for d in event_shape):
+            raise ValueError(
+                f"Unnormalized: `event_shape` must hold sizes >= 0, got {event_shape!r}."
+            )
         if not isinstance(support, constraints.Constraint):
             raise TypeError(
                 f"Unnormalized: `support` must be a numpyro constraint, got {support!r}."
@@ -154,7 +158,19 @@ class Unnormalized(Distribution):
         return energy
 
     def log_prob(self, value):
-        log_prob = -self.energy(value)
+        """``-E(value) - log_Z``. With ``validate_args=True`` a concrete ``value`` outside the
+        support warns (NumPyro's check), and a non-finite energy raises naming ``energy_fn``."""
+        if self._validate_args:
+            self._validate_sample(value)
+        energy = self.energy(value)
+        if self._validate_args and is_concrete(energy):
+            bad = ~np.isfinite(np.asarray(energy))
+            if bad.any():
+                raise ValueError(
+                    f"Unnormalized: `energy_fn` returned {int(bad.sum())} non-finite value(s) "
+                    f"(NaN or inf) of {bad.size}; the log density is undefined there."
+                )
+        log_prob = -energy
         if self.log_Z is not None:
             log_prob = log_prob - self.log_Z
         return log_prob

@@ -113,6 +113,19 @@ def check_params(params, trace, site: str | None = None) -> None:
             "evaluated at their initial values (a fresh network for a Flax module). Pass them "
             "all (svi.get_params(state)), or `params={}` / None for the initial values on purpose."
         )
+    for k in param_sites:
+        want, got = trace[k]["value"], params[k]
+        want_shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(want)]
+        got_shapes = [jnp.shape(leaf) for leaf in jax.tree.leaves(got)]
+        if jax.tree.structure(want) != jax.tree.structure(got) or want_shapes != got_shapes:
+            what = (f"shape {got_shapes[0]}" if len(got_shapes) == 1 else
+                    f"leaf shapes {got_shapes}")
+            expected = (f"shape {want_shapes[0]}" if len(want_shapes) == 1 else
+                        f"leaf shapes {want_shapes}")
+            raise ValueError(
+                f"`params[{k!r}]` has {what}, but the model's numpyro.param site {k!r} has "
+                f"{expected}: parameters of another model or configuration?"
+            )
 
 
 def energy_fn(model, site: str, model_args=(), model_kwargs=None) -> Callable:

@@ -238,3 +238,102 @@ def _blackjax_kernel_discrete_latent():
 def test_class7_error_names_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# the battery's remaining cases (benchmarks/bad_inputs.py), each now an error naming its argument
+
+
+def _ising_zero_spins():
+    ising = Ising((4, 4))
+    dist_ = ising.distribution(ising.init_params())
+    numpyro_ebm.sample_chains(jax.random.key(0), dist_, None, jnp.zeros((2, 4, 4)), 3)
+
+
+def _flax_params_of_another_run():
+    import flax.linen as nn
+    from numpyro.contrib.module import flax_module
+
+    def model(data=None):
+        net = flax_module("net", nn.Dense(1), input_shape=(1, 2))
+        scale = numpyro.param("scale", 1.0)
+        numpyro.sample("x", Unnormalized(lambda x: scale * net(x)[..., 0], (2,)), obs=data)
+
+    energy_fn(model, "x")({"scale": 2.0}, X)
+
+
+def _blackjax_kernel_nan_init_params():
+    from numpyro.infer import MCMC
+
+    def model():
+        numpyro.sample("z", numpyro.distributions.Normal(jnp.zeros(2), 1.0).to_event(1))
+
+    mcmc = MCMC(numpyro_ebm.BlackJAXKernel(_mala, model=model), num_warmup=2, num_samples=2,
+                progress_bar=False)
+    mcmc.run(jax.random.key(0), init_params={"z": jnp.full(2, jnp.nan)})
+
+
+def _expfam_theta_shape():
+    family = numpyro_ebm.models.ExponentialFamily(lambda x: jnp.stack([x, x**2], -1))
+    family.energy({"theta": jnp.ones(3)}, jnp.ones(4))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: numpyro_ebm.sample_chains(0, _log_normal, _mala, X, 2), TypeError,
+         r"`rng_key` must be a JAX key.*not an int seed"),
+        (lambda: numpyro_ebm.sample_chains(jax.random.split(jax.random.key(0), 3), _log_normal,
+                                           _mala, X, 2), TypeError, r"`rng_key` must be one JAX key"),
+        (lambda: numpyro_ebm.logz_ais(0, _energy, None, _mala), TypeError, r"`rng_key`"),
+        (lambda: numpyro_ebm.sample_chains(jax.random.key(0), _log_normal, _mala, X, 2,
+                                           init_state={"position": 1}), TypeError, r"`init_state`"),
+        (_ising_zero_spins, ValueError, r"Ising: `init_positions` holds 32 value\(s\) outside"),
+        (lambda: numpyro_ebm.ula(3.0, step_size=0.1), TypeError, r"`logdensity_fn` must be"),
+        (lambda: numpyro_ebm.ula(_log_normal, step_size="0.1"), TypeError, r"`step_size` must be"),
+        (lambda: Unnormalized(_energy, (-2,)), ValueError, r"`event_shape` must hold sizes >= 0"),
+        (lambda: Unnormalized(lambda x: jnp.nan * _energy(x), (2,), validate_args=True).log_prob(X),
+         ValueError, r"`energy_fn` returned 4 non-finite"),
+        (lambda: energy_fn(quadratic_model, "x")({"mu": jnp.ones(3)}, X), ValueError,
+         r"`params\['mu'\]` has shape \(3,\).*site 'mu' has shape \(2,\)"),
+        (_flax_params_of_another_run, ValueError, r"lacks the model's numpyro.param.*net\$params"),
+        (lambda: logz_quadrature(lambda x: jnp.inf * jnp.ones(x.shape[0]), -5.0, 5.0, 16),
+         ValueError, r"log Z = -inf: `energy_fn` is \+inf"),
+        (lambda: numpyro_ebm.diagnostics.mmd(X.at[0, 0].set(jnp.nan), X), ValueError, r"`x`"),
+        (lambda: numpyro_ebm.diagnostics.mmd(X, X, bandwidth=-1.0), ValueError, r"`bandwidth`"),
+        (lambda: numpyro_ebm.evaluation.auroc(jnp.array([0.0, jnp.nan]), jnp.ones(3)), ValueError,
+         r"`scores_normal`"),
+        (lambda: numpyro_ebm.applications.anomaly_scores(_energy, X.at[0, 0].set(jnp.nan)),
+         ValueError, r"`x`"),
+        (lambda: numpyro_ebm.applications.denoise(jax.random.key(0), _energy,
+                                                  X.at[0, 0].set(jnp.nan), 0.5, _mala),
+         ValueError, r"`y`"),
+        (_blackjax_kernel_nan_init_params, ValueError, r"`init_params`"),
+        (_expfam_theta_shape, ValueError, r"`params\['theta'\]` has shape \(3,\)"),
+    ],
+)
+def test_battery_cases_name_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_validate_args_warns_outside_the_support():
+    d = Unnormalized(_energy, (2,), support=numpyro.distributions.constraints.positive,
+                     validate_args=True)
+    with pytest.warns(UserWarning, match="Out-of-support"):
+        d.log_prob(-jnp.ones((3, 2)))
+
+
+def test_all_rejected_chains_warn():
+    with pytest.warns(RuntimeWarning, match="no proposal was accepted"):
+        numpyro_ebm.sample_chains(jax.random.key(0), _log_normal,
+                                  lambda f: __import__("blackjax").mala(f, 1e6), X, 20)
+
+
+def test_resume_from_a_chain_result_alone_continues_the_chains():
+    first = numpyro_ebm.sample_chains(jax.random.key(0), _log_normal, _mala, X, 5)
+    again = numpyro_ebm.sample_chains(jax.random.key(1), _log_normal, _mala, None, 5,
+                                      init_state=first)
+    explicit = numpyro_ebm.sample_chains(jax.random.key(1), _log_normal, _mala, first.positions, 5,
+                                         init_state=first.state)
+    assert jnp.array_equal(again.positions, explicit.positions)
+    assert not jnp.array_equal(again.positions, first.positions)

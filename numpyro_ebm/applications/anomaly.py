@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
+from numpyro_ebm._validation import check_finite
+
 __all__ = ["anomaly_scores"]
 
 
@@ -34,4 +36,6 @@ def anomaly_scores(energy_fn: Callable, x):
         scores_out = anomaly_scores(energy_fn, outliers)   # (m,)
         numpyro_ebm.evaluation.auroc(scores_in, scores_out)
     """
-    return energy_fn(jnp.asarray(x))
+    x = jnp.asarray(x)
+    check_finite("x", x)
+    return energy_fn(x)

@@ -28,7 +28,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 
-from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm._validation import check_finite, check_int, check_positive
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.sampling.chains import is_algorithm, sample_chains
 
@@ -85,6 +85,7 @@ def _check_noisy(y):
     y = jnp.asarray(y)
     if y.ndim != 2:
         raise ValueError(f"`y` must have shape (num_images, D), got {y.shape}.")
+    check_finite("y", y)
     return y
 
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import jax
 import jax.nn as jnn
 import jax.numpy as jnp
 
-from numpyro_ebm._validation import check_int, check_positive
+from numpyro_ebm._validation import check_int, check_positive, check_rng_key
 from numpyro_ebm.estimators.base import check_model_inputs
 
 __all__ = ["FlowGuide", "flow_guide", "fce_optimizer"]
@@ -90,22 +89,6 @@ class FlowGuide:
 
     def __repr__(self):
         return f"FlowGuide(site_name={self.site_name!r}, param_name={self.param_name!r})"
-
-
-def check_rng_key(rng_key, name: str = "rng_key"):
-    """Return ``rng_key`` if it is a JAX PRNG key (typed, or a raw ``uint32[2]`` key), else raise
-    naming the argument: an ``int`` seed or ``None`` is refused."""
-    if rng_key is None:
-        raise TypeError(f"`{name}` is required: pass a JAX key, e.g. `jax.random.key(0)`.")
-    if isinstance(rng_key, jax.Array):
-        if jax.dtypes.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
-            return rng_key
-        if rng_key.dtype == jnp.uint32 and rng_key.shape == (2,):
-            return rng_key
-    raise TypeError(
-        f"`{name}` must be a JAX key such as `jax.random.key(0)` (not an int seed), got "
-        f"{rng_key!r}."
-    )
 
 
 def flow_guide(

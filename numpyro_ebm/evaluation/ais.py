@@ -43,7 +43,7 @@ import numpy as np
 from blackjax.smc.ess import ess as effective_sample_size
 from numpyro.distributions import Distribution
 
-from numpyro_ebm._validation import check_int, is_concrete, leading_size
+from numpyro_ebm._validation import check_int, check_rng_key, is_concrete, leading_size
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.sampling.annealing import AnnealingPath, check_path_kernel, geometric_path
 
@@ -188,6 +188,7 @@ def annealed_importance_sampling(
     :param init_positions: optional exact draws from the base, leading axis ``num_chains``.
     :return: an :class:`AISResult`.
     """
+    rng_key = check_rng_key(rng_key)
     betas = check_betas(betas)
     base_key, run_key = jax.random.split(rng_key)
     if init_positions is None:
@@ -303,6 +304,7 @@ def logz_ais(
         ising = numpyro_ebm.models.Ising((8, 8))
         numpyro_ebm.logz_ais(jax.random.key(1), ising.annealing_path(ising.init_params()))
     """
+    rng_key = check_rng_key(rng_key)
     num_chains = check_int("num_chains", num_chains, 1)
     num_steps = check_int("num_steps", num_steps, 1)
     if betas is None:

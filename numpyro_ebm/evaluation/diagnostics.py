@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.diagnostics import effective_sample_size
 
+from numpyro_ebm._validation import check_finite, check_positive
+
 __all__ = ["auroc", "ess_per_second", "median_bandwidth", "mmd", "psnr"]
 
 
@@ -15,6 +17,7 @@ def _flatten(x, name):
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] < 2:
         raise ValueError(f"`{name}` must have shape (num_points >= 2, ...), got {x.shape}.")
+    check_finite(name, x)
     return x.reshape(x.shape[0], -1)
 
 
@@ -54,6 +57,9 @@ def mmd(x, y, bandwidth=None):
     x, y = _flatten(x, "x"), _flatten(y, "y")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"`x` and `y` must have the same event size, got {x.shape} and {y.shape}.")
+    if bandwidth is not None:
+        check_finite("bandwidth", bandwidth)
+        check_positive("bandwidth", bandwidth)
     h = median_bandwidth(x, y) if bandwidth is None else jnp.asarray(bandwidth, x.dtype)
     h = jnp.atleast_1d(h)
 
@@ -140,6 +146,8 @@ def auroc(scores_normal, scores_anomalous):
     anomalous = jnp.ravel(jnp.asarray(scores_anomalous))
     if normal.size == 0 or anomalous.size == 0:
         raise ValueError("auroc: `scores_normal` and `scores_anomalous` must be non-empty.")
+    check_finite("scores_normal", normal)
+    check_finite("scores_anomalous", anomalous)
     below = jnp.searchsorted(normal, anomalous, side="left")
     below_or_equal = jnp.searchsorted(normal, anomalous, side="right")
     wins = below + 0.5 * (below_or_equal - below)

@@ -81,6 +81,13 @@ def _check_nan(name: str, log_Z, num_nan, num: int, what: str) -> None:
             f"{name}: `energy_fn` returned NaN at {k} of {num} {what}, so log Z is undefined. "
             "Check the energy (and the parameters it closes over) for NaN in that region."
         )
+    if not np.isfinite(float(log_Z)):
+        raise ValueError(
+            f"{name}: log Z = {float(log_Z)}: `energy_fn` is "
+            + ("+inf (zero density) at all" if float(log_Z) < 0 else "-inf or overflows at some")
+            + f" of the {num} {what}; expected a finite, normalizable exp(-E)"
+            + (" (enlarge or move the box [low, high]?)." if "grid" in what else ".")
+        )
 
 
 def _bounds(low, high, dim):

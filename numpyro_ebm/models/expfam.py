@@ -114,7 +114,15 @@ class ExponentialFamily(EnergyModel):
 
     def energy(self, params, x):
         """:math:`E_\\theta(x) = -\\theta^\\top T(x)`, shape ``(...)``."""
-        return -(self.statistics(x) @ params["theta"])
+        t = self.statistics(x)
+        theta = params["theta"]
+        if jnp.shape(theta)[-1:] != jnp.shape(t)[-1:]:
+            raise ValueError(
+                f"ExponentialFamily: `params['theta']` has shape {jnp.shape(theta)}, but the "
+                f"sufficient statistics have {jnp.shape(t)[-1]} entries; expected theta of shape "
+                f"({jnp.shape(t)[-1]},)."
+            )
+        return -(t @ theta)
 
     def model(self, data=None, *, subsample_size: int | None = None):
         """A NumPyro model: ``theta`` as the ``numpyro.param`` site ``f"{name}_theta"`` and the data

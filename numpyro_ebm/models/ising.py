@@ -40,6 +40,7 @@ periodic side of odd length) a greedy colouring with one mask per colour.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ import numpyro
 from blackjax.base import SamplingAlgorithm
 from numpyro.distributions import constraints
 
-from numpyro_ebm._validation import check_finite, check_int, check_positive
+from numpyro_ebm._validation import check_finite, check_in_set, check_int, check_positive
 from numpyro_ebm.models.base import EnergyModel
 from numpyro_ebm.models.lattice import bond_sum, colour_block_sweep, colouring, neighbor_sum
 from numpyro_ebm.sampling.annealing import AnnealingPath
@@ -156,12 +157,16 @@ class Ising(EnergyModel):
         c = self.colouring
         return tuple(c == k for k in range(int(c.max()) + 1))
 
-    def check_spins(self, s):
+    def check_spins(self, s, name: str | None = None):
+        """Return ``s`` as an array; raise when its trailing shape is not the lattice's and, with
+        a ``name`` (the argument to blame), when concrete values are not all -1 or +1."""
         s = jnp.asarray(s)
         if s.shape[s.ndim - self.ndim :] != self.shape:
             raise ValueError(
                 f"Ising: spins of shape {s.shape} do not end in the lattice shape {self.shape}."
             )
+        if name is not None:
+            check_in_set(name, s, (-1, 1), "Ising", "Spins are -1 or +1 (`ising.init_spins`).")
         return s
 
     # -- parameters ------------------------------------------------------------------------------
@@ -212,7 +217,7 @@ class Ising(EnergyModel):
     def energy(self, params, s):
         r""":math:`E(s) = -J B(s) - \sum_i h_i s_i`; spins ``(..., *shape)`` (values in {-1, +1},
         any real dtype) -> energies ``(...)``."""
-        s = self.check_spins(s)
+        s = self.check_spins(s, "s")
         x = s.astype(jnp.result_type(float, s.dtype))
         axes = tuple(range(x.ndim - self.ndim, x.ndim))
         return -params["J"] * self.bond_sum(x) - jnp.sum(params["h"] * x, axis=axes)
@@ -285,8 +290,10 @@ class Ising(EnergyModel):
 
         def kernel(beta):
             def init(position, rng_key=None):
-                position = self.check_spins(position)
+                position = self.check_spins(position, "init_positions")
                 return BlockGibbsState(position, logdensity_fn(beta, position))
+
+            init.check_position = partial(self.check_spins, name="init_positions")
 
             def step(rng_key, state):
                 s = state.position

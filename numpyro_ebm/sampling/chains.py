@@ -14,7 +14,13 @@ from blackjax.base import SamplingAlgorithm
 from jax.sharding import NamedSharding, PartitionSpec
 from numpyro.distributions import Distribution
 
-from numpyro_ebm._validation import check_finite, check_int, is_concrete, leading_size
+from numpyro_ebm._validation import (
+    check_finite,
+    check_int,
+    check_rng_key,
+    is_concrete,
+    leading_size,
+)
 
 __all__ = [
     "ChainResult",
@@ -67,12 +73,23 @@ def bind_algorithm(
 ) -> SamplingAlgorithm:
     """A ``blackjax.SamplingAlgorithm`` from an ``init(position, logdensity_fn)`` and a
     ``kernel(rng_key, state, logdensity_fn, **parameters)`` (BlackJAX's ``as_top_level_api``
-    pattern), with an optional ``check_position(position) -> position`` run by ``init``."""
+    pattern), with an optional ``check_position(position) -> position`` run by ``init``.
+
+    The check is also attached as ``algorithm.init.check_position``: :func:`sample_chains`
+    compiles ``init``, where a check of concrete values cannot run, so it calls the check on the
+    whole batch of initial positions first."""
+
+    if not callable(logdensity_fn):
+        raise TypeError(
+            f"`logdensity_fn` must be a function x -> log p(x) (i.e. -E(x)); got {logdensity_fn!r}."
+        )
 
     def init_fn(position, rng_key=None):
         if check_position is not None:
             position = check_position(position)
         return init(position, logdensity_fn)
+
+    init_fn.check_position = check_position
 
     def step_fn(rng_key, state):
         return kernel(rng_key, state, logdensity_fn, **parameters)
@@ -311,8 +328,9 @@ def sample_chains(
     :param int num_samples: number of states to keep, the last ``num_samples`` after thinning
         (``num_samples * thin <= num_steps``).
     :param int thin: keep every ``thin``-th state.
-    :param init_state: optional batched kernel state to resume from (``ChainResult.state``); then
-        ``init_positions`` is ignored except for validation.
+    :param init_state: optional batched kernel state to resume from (``ChainResult.state``), or
+        the earlier ``ChainResult`` itself; ``init_positions`` may then be ``None`` (it is read
+        from the state) and is otherwise only validated.
     :return: a :class:`ChainResult`: ``positions`` (final), ``samples``
         ``(num_samples, num_chains, ...)``, ``acceptance_rate`` ``(num_chains,)``, ``logdensity``
         ``(num_chains,)`` and the final ``state``.
@@ -326,8 +344,20 @@ def sample_chains(
             init_positions=jnp.zeros((4096, 2)), num_steps=1000, num_samples=100, thin=5)
         result.samples.shape   # (100, 4096, 2)
     """
+    rng_key = check_rng_key(rng_key)
     target = logdensity_fn
     logdensity_fn, event_shape = (None, None) if target is None else logdensity_of(target)
+    if isinstance(init_state, ChainResult):
+        init_state = init_state.state
+    if init_state is not None:
+        if not hasattr(init_state, "position"):
+            raise TypeError(
+                "`init_state` must be the batched kernel state of an earlier run "
+                f"(`ChainResult.state`) or the `ChainResult` itself; got {type(init_state).__name__}"
+                ", which has no `position`."
+            )
+        if init_positions is None:
+            init_positions = init_state.position
     num_steps = check_int("num_steps", num_steps, 0)
     num_samples = check_int("num_samples", num_samples, 0)
     thin = check_int("thin", thin, 1)
@@ -338,6 +368,9 @@ def sample_chains(
         )
     algorithm = resolve_algorithm(kernel, logdensity_fn, target)
     num_chains = _check_positions(init_positions, logdensity_fn, event_shape)
+    check_position = getattr(algorithm.init, "check_position", None)
+    if check_position is not None and init_state is None and is_concrete(init_positions):
+        check_position(init_positions)  # the kernel's own check; `_init` below is compiled
 
     sharding = _chain_sharding(num_chains)
     if init_state is None:
@@ -393,6 +426,16 @@ def sample_chains(
             warnings.warn(
                 f"sample_chains: {int(bad.sum())} of {num_chains} chains ended at a non-finite "
                 "log density (diverged); reduce the kernel's step_size.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if num_steps >= 10 and is_concrete(acceptance_rate):
+        rates = np.asarray(acceptance_rate)
+        if rates.size and np.all(rates == 0.0):
+            warnings.warn(
+                f"sample_chains: no proposal was accepted in any of the {num_chains} chains over "
+                f"{num_steps} steps: the chains did not move. The kernel's step_size is likely "
+                "far too large for this density (or the initial positions sit where it is 0).",
                 RuntimeWarning,
                 stacklevel=2,
             )

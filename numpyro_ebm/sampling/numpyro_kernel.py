@@ -32,7 +32,7 @@ from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import ParamInfo, initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_ebm._validation import check_int
+from numpyro_ebm._validation import check_finite, check_int
 from numpyro_ebm.sampling.chains import build_algorithm
 
 __all__ = [
@@ -416,6 +416,7 @@ class BlackJAXKernel(MCMCKernel):
                 init_params = params_info
         if isinstance(init_params, ParamInfo):
             init_params = init_params.z
+        check_finite("init_params", init_params)
         if init_params is None:
             raise ValueError(
                 "BlackJAXKernel: with `potential_fn`, pass `init_params` (a pytree like the input "
