@@ -48,7 +48,7 @@ from numpyro_ebm.evaluation.likelihood import (
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.block_gibbs import block_gibbs
-from numpyro_ebm.sampling.chains import ChainResult, sample_chains
+from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -79,6 +79,7 @@ __all__ = [
     "LogLikelihood",
     "NoiseContrastiveEstimation",
     "PersistentContrastiveDivergence",
+    "RunningMoments",
     "ScoreMatching",
     "SlicedScoreMatching",
     "Unnormalized",
@@ -109,6 +110,7 @@ __all__ = [
     "nets",
     "no_guide",
     "observed_ebm_sites",
+    "pool_moments",
     "pseudo_log_likelihood",
     "sample_chains",
     "save_checkpoint",

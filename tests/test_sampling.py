@@ -566,3 +566,56 @@ def test_sample_chains_kernel_none_uses_the_distributions_own_sampler():
         sample_chains(jax.random.key(0), Unnormalized(energy, (2,)), None, jnp.zeros((4, 2)), 2)
     with pytest.raises(TypeError, match="already bound"):
         numpyro_ebm.sampling.chains.build_algorithm(blackjax.mala(energy, 0.1), energy)
+
+
+def _gauss_mala(logdensity_fn):
+    import blackjax
+
+    return blackjax.mala(logdensity_fn, 0.5)
+
+
+def _gauss(x):
+    return -0.5 * jnp.sum(x**2, -1)
+
+
+def test_streamed_observables_equal_the_moments_of_the_kept_samples():
+    from numpyro_ebm.sampling import pool_moments
+
+    f = lambda x: {"x": x, "sq": jnp.sum(x**2)}  # noqa: E731
+    result = sample_chains(jax.random.key(0), _gauss, _gauss_mala, jnp.zeros((16, 2)), 60,
+                           num_samples=25, thin=2, observables=f)
+    kept = result.samples  # (25, 16, 2)
+    moments = result.observables
+    assert float(moments.count) == 25
+    np.testing.assert_allclose(moments.mean["x"], kept.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(moments.variance["sq"], jnp.sum(kept**2, -1).var(0, ddof=1),
+                               rtol=1e-4)
+    pooled = pool_moments(moments)
+    flat = kept.reshape(-1, 2)
+    np.testing.assert_allclose(pooled.mean["x"], flat.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled.variance["x"], flat.var(0, ddof=1), rtol=1e-4)
+    assert float(pooled.count) == 25 * 16
+
+
+def test_keep_samples_false_holds_only_the_statistics():
+    result = sample_chains(jax.random.key(0), _gauss, _gauss_mala, jnp.zeros((8, 2)), 20,
+                           num_samples=10, observables=lambda x: x, keep_samples=False)
+    assert result.samples is None
+    assert result.observables.mean.shape == (8, 2)
+
+
+def test_chain_batches_give_the_unbatched_run():
+    init = jax.random.normal(jax.random.key(3), (10, 2))
+    kw = dict(num_samples=5, observables=lambda x: x)
+    whole = sample_chains(jax.random.key(1), _gauss, _gauss_mala, init, 12, **kw)
+    batched = sample_chains(jax.random.key(1), _gauss, _gauss_mala, init, 12, chain_batch_size=4,
+                            **kw)
+    np.testing.assert_array_equal(whole.positions, batched.positions)
+    np.testing.assert_array_equal(whole.samples, batched.samples)
+    np.testing.assert_array_equal(whole.acceptance_rate, batched.acceptance_rate)
+    np.testing.assert_array_equal(whole.observables.mean, batched.observables.mean)
+    resumed = sample_chains(jax.random.key(2), _gauss, _gauss_mala, None, 3, init_state=whole,
+                            chain_batch_size=3)
+    np.testing.assert_array_equal(
+        resumed.positions,
+        sample_chains(jax.random.key(2), _gauss, _gauss_mala, None, 3, init_state=whole).positions)

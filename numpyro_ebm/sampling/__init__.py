@@ -1,7 +1,7 @@
 """Samplers: BlackJAX-shaped kernels (one algorithm per module) and the many-chain driver."""
 
 from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
-from numpyro_ebm.sampling.chains import ChainResult, sample_chains
+from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.discrete import GibbsInfo
 from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
@@ -17,11 +17,13 @@ __all__ = [
     "GWGState",
     "GibbsInfo",
     "GibbsState",
+    "RunningMoments",
     "ULAInfo",
     "ULAState",
     "block_gibbs",
     "gibbs",
     "gibbs_with_gradients",
+    "pool_moments",
     "sample_chains",
     "ula",
 ]

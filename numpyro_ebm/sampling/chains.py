@@ -24,6 +24,8 @@ from numpyro_ebm._validation import (
 
 __all__ = [
     "ChainResult",
+    "RunningMoments",
+    "pool_moments",
     "bind_algorithm",
     "build_algorithm",
     "is_algorithm",
@@ -31,6 +33,57 @@ __all__ = [
     "resolve_algorithm",
     "sample_chains",
 ]
+
+
+class RunningMoments(NamedTuple):
+    r"""Running mean and variance of an observable, accumulated inside the scan (Welford).
+
+    For observations :math:`f_1, \dots, f_n` of one chain,
+    :math:`\bar f_n = \bar f_{n-1} + (f_n - \bar f_{n-1}) / n` and
+    :math:`M_n = M_{n-1} + (f_n - \bar f_{n-1})(f_n - \bar f_n)`; the variance is
+    :math:`M_n / (n - 1)`. Memory is that of one observation per chain, whatever ``n``.
+
+    :ivar count: number of observations per chain (a scalar: every chain has the same).
+    :ivar mean: pytree like ``observables(position)`` with a leading chain axis.
+    :ivar m2: the sums of squared deviations :math:`M_n`, same shapes as ``mean``.
+    """
+
+    count: jax.Array
+    mean: Any
+    m2: Any
+
+    @property
+    def variance(self):
+        """Per-chain sample variance :math:`M_n / (n - 1)` (NaN for ``n < 2``)."""
+        return jax.tree.map(lambda m2: m2 / (self.count - 1.0), self.m2)
+
+
+def pool_moments(moments: RunningMoments, axis: int = 0) -> RunningMoments:
+    r"""Pool per-chain :class:`RunningMoments` over the chain ``axis`` (Chan et al.'s parallel
+    combination): the mean and variance of every observation of every chain, as if one long run.
+
+    ``mean = mean over chains``; ``M = sum_c M_c + n * sum_c (mean_c - mean)^2``; the returned
+    ``count`` is ``n * num_chains``. The standard error of a pooled mean of independent chains is
+    ``sqrt(var(chain means) / num_chains)`` (``moments.mean.std(0) / sqrt(C)``), not
+    ``sqrt(variance / count)``, when the observations of one chain are correlated.
+    """
+
+    def pool(mean, m2):
+        num_chains = mean.shape[axis]
+        grand = jnp.mean(mean, axis=axis)
+        spread = jnp.sum((mean - jnp.expand_dims(grand, axis)) ** 2, axis=axis)
+        return grand, jnp.sum(m2, axis=axis) + moments.count * spread, num_chains
+
+    pooled = jax.tree.map(pool, moments.mean, moments.m2)
+    leaves = jax.tree.leaves(moments.mean)
+    num_chains = leaves[0].shape[axis] if leaves else 1
+    treedef = jax.tree.structure(moments.mean)
+    flat = treedef.flatten_up_to(pooled)
+    return RunningMoments(
+        moments.count * num_chains,
+        treedef.unflatten([f[0] for f in flat]),
+        treedef.unflatten([f[1] for f in flat]),
+    )
 
 
 class ChainResult(NamedTuple):
@@ -43,6 +96,8 @@ class ChainResult(NamedTuple):
         (NaN where the kernel reports none).
     :ivar logdensity: ``(num_chains,)`` log density at the final positions.
     :ivar state: the final kernel state (batched over chains), to resume sampling with ``init_state``.
+    :ivar observables: :class:`RunningMoments` of ``observables(position)`` over the kept states,
+        per chain; ``None`` when no ``observables`` function was given.
     """
 
     positions: Any
@@ -50,6 +105,7 @@ class ChainResult(NamedTuple):
     acceptance_rate: jax.Array
     logdensity: jax.Array
     state: Any
+    observables: RunningMoments | None = None
 
 
 def logdensity_of(logdensity_fn) -> tuple[Callable, tuple | None]:
@@ -231,16 +287,28 @@ def _chain_sharding(num_chains):
     return NamedSharding(mesh, PartitionSpec("chains"))
 
 
-@partial(jax.jit, static_argnames=("algorithm_init",))
-def _init(rng_key, init_positions, *, algorithm_init):
-    """``vmap(algorithm.init)`` as one compiled program (eagerly it dispatches op by op)."""
+@partial(jax.jit, static_argnames=("algorithm_init", "total_chains"))
+def _init(rng_key, init_positions, chain_offset, *, algorithm_init, total_chains):
+    """``vmap(algorithm.init)`` as one compiled program (eagerly it dispatches op by op); chains
+    ``chain_offset:chain_offset + n`` of a run of ``total_chains``."""
     num_chains = jax.tree.leaves(init_positions)[0].shape[0]
-    init_keys = jax.random.split(jax.random.fold_in(rng_key, 1), num_chains)
+    init_keys = jax.random.split(jax.random.fold_in(rng_key, 1), total_chains)
+    if total_chains != num_chains:
+        init_keys = jax.lax.dynamic_slice_in_dim(init_keys, chain_offset, num_chains)
     return jax.vmap(algorithm_init.step)(init_positions, init_keys)
 
 
-@partial(jax.jit, static_argnames=("algorithm_step", "num_burn", "num_samples", "thin", "sharding"))
-def _run(rng_key, states, *, algorithm_step, num_burn, num_samples, thin, sharding):
+@partial(
+    jax.jit,
+    static_argnames=(
+        "algorithm_step", "num_burn", "num_samples", "thin", "sharding", "observables",
+        "keep_samples", "total_chains",
+    ),
+)
+def _run(
+    rng_key, states, chain_offset, *, algorithm_step, num_burn, num_samples, thin, sharding,
+    observables, keep_samples, total_chains,
+):
     def constrain(tree):
         if sharding is None:
             return tree
@@ -251,7 +319,11 @@ def _run(rng_key, states, *, algorithm_step, num_burn, num_samples, thin, shardi
     # split here, inside the program, rather than passed in: XLA then lays them out for the
     # vectorized hash (passed in as a (num_chains, 2) argument they slow the run down).
     num_chains = jax.tree.leaves(states)[0].shape[0]
-    chain_keys = constrain(jax.random.split(rng_key, num_chains))
+    if total_chains == num_chains:
+        chain_keys = constrain(jax.random.split(rng_key, num_chains))
+    else:  # one batch of a chunked run: the same keys as the whole run's chains
+        all_keys = jax.random.split(rng_key, total_chains)
+        chain_keys = jax.lax.dynamic_slice_in_dim(all_keys, chain_offset, num_chains)
     fold_in = jax.vmap(jax.random.fold_in, in_axes=(0, None))
 
     def one_step(carry, _):
@@ -271,15 +343,39 @@ def _run(rng_key, states, *, algorithm_step, num_burn, num_samples, thin, shardi
 
     carry = (states, jnp.zeros((num_chains,), jnp.float32), jnp.zeros((), jnp.uint32))
     carry = run_steps(carry, num_burn)
-    samples = None
+    samples = moments = None
+    if observables is not None:
+        shapes = jax.eval_shape(jax.vmap(observables.step), states.position)
+        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.result_type(float, a.dtype)), shapes)
+        moments = RunningMoments(jnp.zeros((), jnp.float32), zeros, zeros)
     if num_samples:
 
-        def keep(carry, _):
+        def keep(loop, _):
+            carry, moments = loop
             carry = run_steps(carry, thin)
-            return carry, carry[0].position
+            position = carry[0].position
+            if moments is not None:
+                moments = _welford(moments, jax.vmap(observables.step)(position))
+            return (carry, moments), (position if keep_samples else None)
 
-        carry, samples = jax.lax.scan(keep, carry, None, length=num_samples)
-    return carry[0], carry[1] / max(num_burn + num_samples * thin, 1), samples
+        (carry, moments), samples = jax.lax.scan(keep, (carry, moments), None, length=num_samples)
+    return carry[0], carry[1] / max(num_burn + num_samples * thin, 1), samples, moments
+
+
+def _welford(moments: RunningMoments, value) -> RunningMoments:
+    count = moments.count + 1.0
+
+    def update(mean, m2, x):
+        delta = x - mean
+        mean = mean + delta / count
+        return mean, m2 + delta * (x - mean)
+
+    pairs = jax.tree.map(update, moments.mean, moments.m2, value)
+    treedef = jax.tree.structure(moments.mean)
+    flat = treedef.flatten_up_to(pairs)
+    return RunningMoments(
+        count, treedef.unflatten([p[0] for p in flat]), treedef.unflatten([p[1] for p in flat])
+    )
 
 
 def sample_chains(
@@ -292,6 +388,9 @@ def sample_chains(
     thin: int = 1,
     *,
     init_state=None,
+    observables: Callable | None = None,
+    keep_samples: bool = True,
+    chain_batch_size: int | None = None,
 ) -> ChainResult:
     r"""Run ``num_chains`` independent chains of a BlackJAX kernel for ``num_steps`` steps.
 
@@ -330,7 +429,18 @@ def sample_chains(
     :param int thin: keep every ``thin``-th state.
     :param init_state: optional batched kernel state to resume from (``ChainResult.state``), or
         the earlier ``ChainResult`` itself; ``init_positions`` may then be ``None`` (it is read
-        from the state) and is otherwise only validated.
+        from the state) and is otherwise only validated. Pass a new ``rng_key`` when resuming:
+        step ``t`` of a run uses the same random numbers for the same key.
+    :param observables: optional ``f(position) -> pytree of arrays`` for one chain, evaluated at
+        each of the ``num_samples`` kept states inside the scan and reduced on the fly to a
+        per-chain running mean and variance (:class:`RunningMoments`, in
+        ``ChainResult.observables``; :func:`pool_moments` pools the chains). With
+        ``keep_samples=False`` a run needs memory O(num_chains), whatever ``num_samples``.
+    :param bool keep_samples: hold the kept states in ``ChainResult.samples`` (default). Set it to
+        ``False`` with ``observables`` to keep only the streamed statistics.
+    :param chain_batch_size: optional; run the chains this many at a time (one compiled program
+        per batch size, batches in sequence) when all of them do not fit in memory at once. The
+        results are identical to the unbatched run's (each chain keeps its own key).
     :return: a :class:`ChainResult`: ``positions`` (final), ``samples``
         ``(num_samples, num_chains, ...)``, ``acceptance_rate`` ``(num_chains,)``, ``logdensity``
         ``(num_chains,)`` and the final ``state``.
@@ -358,6 +468,12 @@ def sample_chains(
             )
         if init_positions is None:
             init_positions = init_state.position
+    if observables is not None and not callable(observables):
+        raise TypeError(
+            f"`observables` must be a function position -> pytree of arrays; got {observables!r}."
+        )
+    if not isinstance(keep_samples, bool):
+        raise TypeError(f"`keep_samples` must be a bool, got {keep_samples!r}.")
     num_steps = check_int("num_steps", num_steps, 0)
     num_samples = check_int("num_samples", num_samples, 0)
     thin = check_int("thin", thin, 1)
@@ -372,48 +488,19 @@ def sample_chains(
     if check_position is not None and init_state is None and is_concrete(init_positions):
         check_position(init_positions)  # the kernel's own check; `_init` below is compiled
 
-    sharding = _chain_sharding(num_chains)
-    if init_state is None:
-        init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init")
-        try:
-            states = _init(rng_key, init_positions, algorithm_init=init_fn)
-        except TypeError as err:
-            ints = [
-                jnp.result_type(leaf)
-                for leaf in jax.tree.leaves(init_positions)
-                if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-            ]
-            if not ints or "grad" not in str(err):
-                raise
-            raise TypeError(
-                f"`init_positions` has dtype {ints[0]}, but this kernel takes gradients of the "
-                "log density, which integers cannot have: pass floating-point positions (e.g. "
-                "`init_positions.astype(float)`). Integer positions are for discrete kernels "
-                "(Gibbs samplers) only."
-            ) from err
-    else:
-        states = init_state
-    if sharding is not None and is_concrete(states):
-        states = jax.device_put(states, sharding)
-    logdensity0 = getattr(states, "logdensity", None)
-    if logdensity0 is not None and is_concrete(logdensity0):
-        bad = ~np.isfinite(np.asarray(logdensity0))
-        if bad.any():
-            raise ValueError(
-                f"`init_positions`: the log density is not finite at {int(bad.sum())} of "
-                f"{num_chains} initial positions (e.g. chain {int(np.argmax(bad))}); start the "
-                "chains where the density is positive."
-            )
-
-    states, acceptance_rate, samples = _run(
-        rng_key,
-        states,
-        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn),
-        num_burn=num_steps - num_samples * thin,
-        num_samples=num_samples,
-        thin=thin,
-        sharding=sharding,
+    batch = num_chains if chain_batch_size is None else check_int(
+        "chain_batch_size", chain_batch_size, 1)
+    run = partial(
+        _run_batch, rng_key, algorithm, kernel, logdensity_fn, init_positions, init_state,
+        num_chains=num_chains, num_steps=num_steps, num_samples=num_samples, thin=thin,
+        observables=None if observables is None else _StepKey(observables, None, None, "obs"),
+        keep_samples=keep_samples,
     )
+    if batch >= num_chains:
+        states, acceptance_rate, samples, moments = run(0, num_chains)
+    else:
+        parts = [run(start, min(batch, num_chains - start)) for start in range(0, num_chains, batch)]
+        states, acceptance_rate, samples, moments = _concatenate_batches(parts)
     positions = states.position
     logdensity = getattr(states, "logdensity", None)
     if logdensity is None and logdensity_fn is not None:
@@ -439,4 +526,80 @@ def sample_chains(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    return ChainResult(positions, samples, acceptance_rate, logdensity, states)
+    return ChainResult(positions, samples, acceptance_rate, logdensity, states, moments)
+
+
+def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_state, start, size,
+               *, num_chains, num_steps, num_samples, thin, observables, keep_samples):
+    """Initialize (or slice the resumed state of) chains ``start:start + size`` and run them."""
+
+    def part(tree):
+        if size == num_chains:
+            return tree
+        return jax.tree.map(lambda x: x[start : start + size], tree)
+
+    sharding = _chain_sharding(size)
+    if init_state is None:
+        init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init")
+        positions = part(init_positions)
+        try:
+            states = _init(rng_key, positions, start, algorithm_init=init_fn,
+                           total_chains=num_chains)
+        except TypeError as err:
+            ints = [
+                jnp.result_type(leaf)
+                for leaf in jax.tree.leaves(positions)
+                if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+            ]
+            if not ints or "grad" not in str(err):
+                raise
+            raise TypeError(
+                f"`init_positions` has dtype {ints[0]}, but this kernel takes gradients of the "
+                "log density, which integers cannot have: pass floating-point positions (e.g. "
+                "`init_positions.astype(float)`). Integer positions are for discrete kernels "
+                "(Gibbs samplers) only."
+            ) from err
+    else:
+        states = part(init_state)
+    if sharding is not None and is_concrete(states):
+        states = jax.device_put(states, sharding)
+    logdensity0 = getattr(states, "logdensity", None)
+    if logdensity0 is not None and is_concrete(logdensity0):
+        bad = ~np.isfinite(np.asarray(logdensity0))
+        if bad.any():
+            raise ValueError(
+                f"`init_positions`: the log density is not finite at {int(bad.sum())} of "
+                f"{size} initial positions (e.g. chain {start + int(np.argmax(bad))}); start the "
+                "chains where the density is positive."
+            )
+    return _run(
+        rng_key,
+        states,
+        start,
+        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn),
+        num_burn=num_steps - num_samples * thin,
+        num_samples=num_samples,
+        thin=thin,
+        sharding=sharding,
+        observables=observables,
+        keep_samples=keep_samples,
+        total_chains=num_chains,
+    )
+
+
+def _concatenate_batches(parts):
+    """Join the per-batch ``(states, acceptance, samples, moments)`` along the chain axis."""
+    states = jax.tree.map(lambda *x: jnp.concatenate(x, 0), *[p[0] for p in parts])
+    acceptance = jnp.concatenate([p[1] for p in parts], 0)
+    samples = None
+    if parts[0][2] is not None:
+        samples = jax.tree.map(lambda *x: jnp.concatenate(x, 1), *[p[2] for p in parts])
+    moments = None
+    if parts[0][3] is not None:
+        first = parts[0][3]
+        moments = RunningMoments(
+            first.count,
+            jax.tree.map(lambda *x: jnp.concatenate(x, 0), *[p[3].mean for p in parts]),
+            jax.tree.map(lambda *x: jnp.concatenate(x, 0), *[p[3].m2 for p in parts]),
+        )
+    return states, acceptance, samples, moments
