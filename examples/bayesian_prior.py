@@ -131,7 +131,8 @@ def exact_draws(grid, n, key):
 def run_sampler(name, kernel, model, num_samples, seed):
     """Run twice with the same shapes: the first run includes compilation, the second is timed
     alone (steady-state ESS per second)."""
-    mcmc = MCMC(kernel, num_warmup=300 if name == "numpyro NUTS" else 100,
+    # warmup = 300 adaptation steps for every sampler (BlackJAXKernel adapts within num_warmup)
+    mcmc = MCMC(kernel, num_warmup=300,
                 num_samples=num_samples, num_chains=4, chain_method="vectorized",
                 progress_bar=False, jit_model_args=True)
     t0 = time.perf_counter()

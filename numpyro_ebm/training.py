@@ -111,7 +111,10 @@ def check_svi_result(
       losses are bitwise constant, the usual sign);
     * the run is frozen: the losses are bitwise constant over all (at least 10) steps and the
       optimizer's statistics are all zero (every gradient was exactly 0);
-    * more than ``max_skipped_fraction`` of the steps were skipped.
+    * more than ``max_skipped_fraction`` of the steps were skipped;
+
+    and warns (``RuntimeWarning``) when the loss stalled: bitwise constant over the last
+    ``max(10, 10%)`` steps after changing before.
 
     Updates skipped by ``stable_update=True`` show as NaN entries of ``svi_result.losses``;
     updates skipped by ``optax.apply_if_finite`` are counted in its optimizer state. A few
@@ -174,6 +177,18 @@ def check_svi_result(
             "1e30) that the sampler rejects every move and the negatives equal the data, or a "
             "loss that does not depend on the parameters. Rescale the energy or check the "
             "model's parameters."
+        )
+    tail = max(10, losses.size // 10)
+    if losses.size >= 2 * tail and np.all(losses[-tail:] == losses[-1]) and np.isfinite(losses[-1]):
+        warnings.warn(
+            f"the loss stayed bitwise constant ({losses[-1]:.6g}) over the last {tail} of "
+            f"{losses.size} steps after changing before: the run stalled (the parameters no longer "
+            "change the loss). Unless it converged exactly, the likely cause is a learning rate "
+            "so large that a step threw the energy into a region where its gradients vanish (a "
+            "flat or unbounded energy, chains whose every proposal is rejected). Lower the "
+            "learning rate and check the parameters.",
+            RuntimeWarning,
+            stacklevel=2,
         )
     skipped_nan = int(np.count_nonzero(~np.isfinite(losses)))
     skipped = max(skipped_nan, _skipped_by_optax(optim_state))

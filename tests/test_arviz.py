@@ -45,7 +45,7 @@ def mala_run():
         adapt={"num_steps": 300},
         init_strategy=init_to_value(values={"z": jnp.array([1.0, 0.2]), "sigma": 0.3}),
     )
-    mcmc = MCMC(kernel, num_warmup=50, num_samples=1500, num_chains=4,
+    mcmc = MCMC(kernel, num_warmup=350, num_samples=1500, num_chains=4,
                 chain_method="vectorized", progress_bar=False)
     start = time.perf_counter()
     mcmc.run(jax.random.key(0), Y, extra_fields=("accept_prob", "potential_energy", "diverging"))

@@ -337,3 +337,17 @@ def test_resume_from_a_chain_result_alone_continues_the_chains():
                                          init_state=first.state)
     assert jnp.array_equal(again.positions, explicit.positions)
     assert not jnp.array_equal(again.positions, first.positions)
+
+
+def test_check_svi_result_warns_on_a_stalled_loss_only():
+    import warnings
+
+    from numpyro.infer.svi import SVIRunResult
+
+    stalled = jnp.concatenate([jnp.linspace(1.0, 0.5, 20), jnp.zeros(20)])
+    with pytest.warns(RuntimeWarning, match=r"bitwise constant \(0\) over the last 10 of 40"):
+        numpyro_ebm.check_svi_result(SVIRunResult({"mu": jnp.zeros(2)}, None, stalled))
+    moving = jax.random.normal(jax.random.key(0), (40,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        numpyro_ebm.check_svi_result(SVIRunResult({"mu": jnp.zeros(2)}, None, moving))

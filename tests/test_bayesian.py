@@ -153,7 +153,7 @@ def test_prior_posterior_blackjax_kernel(banana_posterior_grid, kernel, adapt):
         numpyro_ebm.BlackJAXKernel(
             kernel, model=model, adapt=adapt, init_strategy=init_to_value(values={"z": Y_OBS})
         ),
-        num_warmup=50,
+        num_warmup=350,
         num_samples=1000 if kernel is blackjax.nuts else 4000,
         num_chains=2,
         chain_method="vectorized",

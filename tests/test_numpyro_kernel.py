@@ -246,7 +246,7 @@ def test_unnormalized_latent_sites_with_adapted_mala(monkeypatch):
     kernel = BlackJAXKernel(blackjax.mala, model=ebm_model, adapt={"num_steps": 500})
     mcmc = MCMC(
         kernel,
-        num_warmup=100,
+        num_warmup=600,
         num_samples=2000,
         num_chains=4,
         chain_method="vectorized",
@@ -346,7 +346,7 @@ def test_parallel_chains_on_two_host_devices():
             out[method] = np.asarray(m.get_samples(group_by_chain=True)["mu"])
         np.testing.assert_allclose(out["parallel"], out["vectorized"], rtol=1e-4)
         k = BlackJAXKernel(blackjax.nuts, model=model, adapt={"num_steps": 100})
-        m = MCMC(k, num_warmup=10, num_samples=50, num_chains=2, progress_bar=False)
+        m = MCMC(k, num_warmup=110, num_samples=50, num_chains=2, progress_bar=False)
         m.run(jax.random.key(0), y)
         assert m.get_samples(group_by_chain=True)["sigma"].shape == (2, 50)
         print("OK")
@@ -357,3 +357,31 @@ def test_parallel_chains_on_two_host_devices():
     )
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_adaptation_runs_within_num_warmup(chain_method):
+    """Warmup = adaptation + burn-in (NumPyro's convention): with adaptation, MALA evaluates the
+    log density once per transition, num_warmup + num_samples times (plus the initial ones)."""
+    calls = []
+
+    def potential_fn(z):
+        jax.debug.callback(lambda: calls.append(1))
+        return 0.5 * jnp.sum(z**2)
+
+    def count(num_warmup, num_samples, adapt):
+        calls.clear()
+        kernel = BlackJAXKernel(blackjax.mala, potential_fn=potential_fn, adapt=adapt,
+                                **({} if adapt else {"step_size": 0.5}))
+        mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=1,
+                    chain_method=chain_method, progress_bar=False)
+        mcmc.run(jax.random.key(0), init_params=jnp.zeros((1, 2)) if chain_method ==
+                 "vectorized" else jnp.zeros(2))
+        jax.effects_barrier()
+        return len(calls)
+
+    base = count(0, 30, False)  # the initial evaluations and 30 transitions
+    assert count(40, 30, True) - base == 40  # before: 80 (40 adaptation + 40 more warmup)
+    assert count(40, 30, {"num_steps": 25}) - base == 40  # 25 adaptation + 15 burn-in
+    with pytest.raises(ValueError, match=r"`adapt\['num_steps'\]` = 50 exceeds"):
+        count(40, 30, {"num_steps": 50})

@@ -229,14 +229,16 @@ class BlackJAXKernel(MCMCKernel):
     :param init_strategy: per-site initialization (see NumPyro's ``init_to_*``), model only.
     :param algorithm_kwargs: keyword arguments passed to ``kernel`` with ``logdensity_fn``.
 
-    **Adaptation.** With ``adapt``, :meth:`init` runs ``num_steps`` adaptation transitions per
-    chain (one compiled ``lax.scan``: BlackJAX's ``window_adaptation(...).run``) and stores the
-    tuned ``step_size`` / ``inverse_mass_matrix`` in the state (``state.parameters``), so each
-    chain has its own; every later transition uses them unchanged. ``MCMC``'s ``num_warmup``
-    iterations then run *after* the adaptation as extra burn-in with the tuned parameters (they
-    are not collected), so a run costs ``num_steps + num_warmup + num_samples`` transitions per
-    chain; pass e.g. ``adapt={"num_steps": 500}`` with a smaller ``num_warmup`` to trade them off.
-    The progress bar starts after the adaptation.
+    **Adaptation.** NumPyro's convention holds: warmup = adaptation + burn-in, so a run costs
+    ``num_warmup + num_samples`` transitions per chain. With ``adapt``, :meth:`init` runs the
+    first ``num_steps`` (default: all ``num_warmup``) warmup transitions as adaptation, in one
+    compiled ``lax.scan`` (BlackJAX's ``window_adaptation(...).run``, or dual averaging), and
+    stores the tuned ``step_size`` / ``inverse_mass_matrix`` in the state
+    (``state.parameters``), so each chain has its own; every later transition uses them
+    unchanged. The first ``num_steps`` of ``MCMC``'s warmup iterations then only count (they do
+    not step again: the progress bar runs through them at once, and with ``collect_warmup=True``
+    they hold the adapted state), and the remaining ``num_warmup - num_steps`` are burn-in with
+    the tuned parameters. ``num_steps`` may not exceed ``num_warmup``.
 
     **Extra fields.** ``MCMC.run(..., extra_fields=(...))`` accepts any attribute of
     :class:`BlackJAXKernelState`, e.g. ``"accept_prob"``, ``"diverging"``, ``"potential_energy"``,
@@ -301,6 +303,7 @@ class BlackJAXKernel(MCMCKernel):
         self._potential_fn_gen = None
         self._postprocess_fn = None
         self._num_warmup = 0
+        self._num_adapt = 0
         self._sample_fn = None
 
     # -- configuration ---------------------------------------------------------------------------
@@ -432,25 +435,47 @@ class BlackJAXKernel(MCMCKernel):
         else:
             rng_key, key_model = random.split(rng_key)
         z = self._init_params(key_model, model_args, model_kwargs, init_params)
-        num_steps = num_warmup
+        num_steps = 0
         if self._adapt is not None:
             num_steps = self._adapt.get("num_steps", num_warmup)
             if num_steps < 1:
                 raise ValueError(
                     "BlackJAXKernel: `adapt` needs at least one adaptation step: set MCMC's "
-                    "`num_warmup` > 0 or `adapt={'num_steps': n}`."
+                    "`num_warmup` > 0 (the adaptation runs within the warmup)."
                 )
+            if num_steps > num_warmup:
+                raise ValueError(
+                    f"BlackJAXKernel: `adapt['num_steps']` = {num_steps} exceeds MCMC's "
+                    f"`num_warmup` = {num_warmup}; the adaptation runs within the warmup "
+                    "(warmup = adaptation + burn-in): raise num_warmup or lower num_steps."
+                )
+        self._num_adapt = num_steps
         init_one = functools.partial(
             self._init_one, num_steps=num_steps, model_args=model_args, model_kwargs=model_kwargs
         )
         # One compiled program for the (vmapped) initialization and adaptation, not op-by-op.
         if vectorized:
             state = jax.jit(jax.vmap(init_one))(z, rng_key)
-            self._sample_fn = jax.vmap(self._sample_one, in_axes=(0, None, None))
+            step = jax.vmap(self._sample_one, in_axes=(0, None, None))
+            index = lambda state: state.i[0]  # noqa: E731 - every chain is at the same step
         else:
             state = jax.jit(init_one)(z, rng_key)
-            self._sample_fn = self._sample_one
+            step = self._sample_one
+            index = lambda state: state.i  # noqa: E731
+        self._sample_fn = functools.partial(self._skip_adapted, step, index)
         return state
+
+    def _skip_adapted(self, step, index, state, model_args, model_kwargs):
+        """The first ``num_adapt`` warmup iterations were run by the adaptation in :meth:`init`:
+        count them without stepping (an unbatched ``lax.cond``, so nothing is computed)."""
+        if not self._num_adapt:
+            return step(state, model_args, model_kwargs)
+        return jax.lax.cond(
+            index(state) < self._num_adapt,
+            lambda state: state._replace(i=state.i + 1),
+            lambda state: step(state, model_args, model_kwargs),
+            state,
+        )
 
     def sample(self, state, model_args, model_kwargs):
         if self._sample_fn is None:
