@@ -1,0 +1,405 @@
+"""Benchmark: time to the first result and compiled per-update time, ours vs hand-written JAX.
+
+Each workload runs in a fresh Python process (so compilation is really first), three times:
+
+* ``cold``: an empty persistent compilation cache (``jax_compilation_cache_dir``): what a user sees
+  the first time a script runs;
+* ``cached``: the same cache again: what a user sees when rerunning the script;
+* inside each process the workload runs twice with the same shapes: the first call includes
+  tracing and compilation, the second is the compiled run alone (its time / number of updates is
+  the compiled per-update time).
+
+Workloads (each with a hand-written JAX twin computing the same math, where one exists):
+
+* ``rbm``: RBM (64 visible, 16 hidden) CD-1 on binarized digits-sized data, 1000 SGD updates of
+  batch 32: ``SVI`` + ``ContrastiveDivergence(None)`` in a ``fori_loop`` vs a hand-written CD-1
+  ``lax.scan``;
+* ``pcd``: a 2 -> 64 -> 64 -> 1 MLP energy on eight_gaussians, PCD with 128 persistent ULA chains
+  x 10 steps, 300 Adam updates of batch 128: ``SVI`` + ``PersistentContrastiveDivergence`` vs a
+  hand-written PCD loop;
+* ``ais``: ``logz_ais`` of a 2-D Gaussian-mixture energy, 256 chains x 200 temperatures of MALA
+  vs a hand-written AIS ``lax.scan``;
+* ``mcmc``: ``numpyro.infer.MCMC(BlackJAXKernel(mala))`` on a 2-D banana EBM, 4 vectorized chains x
+  (500 warmup + 2000 samples) vs a hand-written ``blackjax.mala`` ``lax.scan`` (warmup included);
+* ``quickstart``: the quickstart's two-moons PCD training section (``--quickstart-updates``
+  updates), ours only.
+
+Targets (issue 14): compiled per-update time within 1.1x of hand-written; total time to the first
+result within 1.5x of the hand-written one including its compilation.
+
+Usage::
+
+    python benchmarks/latency.py --out benchmarks/results/latency.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+from _machine import machine_info  # noqa: E402
+
+WORKLOADS = ("rbm", "pcd", "ais", "mcmc", "quickstart")
+
+
+# ----------------------------------------------------------------------------- workers
+def _timed(fn):
+    import jax
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
+def rbm(impl):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from numpyro.infer import SVI
+
+    from numpyro_ebm import ContrastiveDivergence, no_guide
+    from numpyro_ebm.models import RBM
+
+    steps, batch, lr = 1000, 32, 0.05
+    data = jnp.asarray((np.random.default_rng(0).random((1437, 64)) > 0.6).astype(np.float32))
+    idx = jnp.asarray(np.random.default_rng(1).integers(0, 1437, (steps, batch)))
+    model = RBM(64, 16)
+    if impl == "ours":
+        svi = SVI(model.model, no_guide, optax.sgd(lr), loss=ContrastiveDivergence(None, 1))
+
+        @jax.jit
+        def run(key):
+            state = svi.init(key, data[idx[0]])
+            return jax.lax.fori_loop(0, steps, lambda i, s: svi.update(s, data[idx[i]])[0], state)
+
+        return lambda seed: run(jax.random.key(seed)), steps
+    init = model.init_params(jax.random.key(0))
+
+    @jax.jit
+    def run_hand(key):
+        def step(p, inputs):
+            key, rows = inputs
+            k1, k2 = jax.random.split(key)
+            v0 = data[rows]
+            ph0 = jax.nn.sigmoid(v0 @ p["W"] + p["b"])
+            h = jax.random.bernoulli(k1, ph0).astype(jnp.float32)
+            v1 = jax.random.bernoulli(k2, jax.nn.sigmoid(h @ p["W"].T + p["a"])).astype(
+                jnp.float32)
+            ph1 = jax.nn.sigmoid(v1 @ p["W"] + p["b"])
+            g = {"W": v0.T @ ph0 - v1.T @ ph1, "a": (v0 - v1).sum(0), "b": (ph0 - ph1).sum(0)}
+            return jax.tree.map(lambda x, d: x + lr / batch * d, p, g), None
+
+        return jax.lax.scan(step, init, (jax.random.split(key, steps), idx))[0]
+
+    return lambda seed: run_hand(jax.random.key(seed)), steps
+
+
+def _mlp(width=64):
+    import flax.linen as nn
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.swish(nn.Dense(width)(x))
+            h = nn.swish(nn.Dense(width)(h))
+            return nn.Dense(1)(h)[..., 0] + 0.5 * (x**2).sum(-1) / 16.0
+
+    return MLP()
+
+
+def pcd(impl):
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+    import optax
+    from numpyro.contrib.module import flax_module
+    from numpyro.infer import SVI
+
+    import numpyro_ebm
+
+    steps, batch, chains, k, h = 300, 128, 128, 10, 1e-2
+    data = numpyro_ebm.datasets.eight_gaussians().sample(jax.random.key(0), (4096,))
+    idx = jax.random.randint(jax.random.key(1), (steps, batch), 0, 4096)
+    net = _mlp()
+    box = dist.Uniform(-4.0 * jnp.ones(2), 4.0 * jnp.ones(2)).to_event(1)
+    if impl == "ours":
+
+        def model(x):
+            energy = flax_module("energy", net, input_shape=(1, 2))
+            numpyro.sample("x", numpyro_ebm.Unnormalized(energy, (2,)), obs=x)
+
+        loss = numpyro_ebm.PersistentContrastiveDivergence(
+            functools.partial(numpyro_ebm.ula, step_size=h), num_steps=k, num_chains=chains,
+            reinit_prob=0.0, init_dist=box)
+        svi = SVI(model, loss.guide, optax.adam(1e-3), loss=loss)
+
+        @jax.jit
+        def run(key):
+            state = svi.init(key, data[idx[0]])
+            return jax.lax.fori_loop(0, steps, lambda i, s: svi.update(s, data[idx[i]])[0], state)
+
+        return lambda seed: run(jax.random.key(seed)), steps
+    optim = optax.adam(1e-3)
+
+    @jax.jit
+    def run_hand(key):
+        k_init, k_chain, k_steps = jax.random.split(key, 3)
+        params = net.init(k_init, jnp.zeros((1, 2)))
+        x = box.sample(k_chain, (chains,))
+
+        def energy(p, x):
+            return net.apply(p, x)
+
+        grad_x = jax.grad(lambda x, p: -energy(p, x).sum())
+
+        def step(carry, inputs):
+            p, opt, x = carry
+            key, rows = inputs
+
+            def langevin(x, kk):
+                noise = jax.random.normal(kk, x.shape)
+                return x + h * grad_x(x, p) + jnp.sqrt(2 * h) * noise, None
+
+            x, _ = jax.lax.scan(langevin, x, jax.random.split(key, k))
+            x = jax.lax.stop_gradient(x)
+            g = jax.grad(lambda p: energy(p, data[rows]).mean() - energy(p, x).mean())(p)
+            updates, opt = optim.update(g, opt, p)
+            return (optax.apply_updates(p, updates), opt, x), None
+
+        carry = (params, optim.init(params), x)
+        return jax.lax.scan(step, carry, (jax.random.split(k_steps, steps), idx))[0]
+
+    return lambda seed: run_hand(jax.random.key(seed)), steps
+
+
+def _mixture_energy(x):
+    import jax.numpy as jnp
+    from jax.scipy.special import logsumexp
+
+    d1 = jnp.sum((x - 2.0) ** 2, -1)
+    d2 = jnp.sum((x + 2.0) ** 2, -1)
+    return -logsumexp(jnp.stack([-0.5 * d1, -0.5 * d2]), axis=0)
+
+
+def ais(impl):
+    import functools
+
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    import numpyro.distributions as dist
+
+    import numpyro_ebm
+
+    chains, temps, step = 256, 200, 0.3
+    base = dist.Normal(jnp.zeros(2), 3.0).to_event(1)
+    betas = numpyro_ebm.temperature_schedule(temps, "sigmoid")
+    kernel = functools.partial(blackjax.mala, step_size=step)
+    if impl == "ours":
+        def run(seed):
+            return numpyro_ebm.logz_ais(jax.random.key(seed), _mixture_energy, base, kernel,
+                                        num_chains=chains, betas=betas).log_Z
+
+        return run, temps
+
+    def f(beta, x):
+        return (1 - beta) * base.log_prob(x) - beta * _mixture_energy(x)
+
+    @jax.jit
+    def run_hand(key):
+        k0, k1 = jax.random.split(key)
+        x = base.sample(k0, (chains,))
+
+        def anneal(carry, inputs):
+            x, logw = carry
+            b0, b1, key = inputs
+            logw = logw + f(b1, x) - f(b0, x)
+            algo = blackjax.mala(functools.partial(f, b1), step)
+            state = jax.vmap(algo.init)(x)
+            state, _ = jax.vmap(algo.step)(jax.random.split(key, chains), state)
+            return (state.position, logw), None
+
+        (x, logw), _ = jax.lax.scan(
+            anneal, (x, jnp.zeros(chains)), (betas[:-1], betas[1:], jax.random.split(k1, temps)))
+        return jax.scipy.special.logsumexp(logw) - jnp.log(chains)  # the base is normalized
+
+    return lambda seed: run_hand(jax.random.key(seed)), temps
+
+
+def _banana(x):
+    return 0.5 * x[..., 0] ** 2 + 0.5 * ((x[..., 1] - 0.5 * x[..., 0] ** 2) / 0.5) ** 2
+
+
+def mcmc(impl):
+    import blackjax
+    import jax
+    import jax.numpy as jnp
+    import numpyro
+    from numpyro.infer import MCMC
+
+    import numpyro_ebm
+
+    warmup, samples, chains, step = 500, 2000, 4, 0.3
+    if impl == "ours":
+
+        def model():
+            numpyro.sample("x", numpyro_ebm.Unnormalized(_banana, (2,)))
+
+        kernel = numpyro_ebm.BlackJAXKernel(blackjax.mala, model=model, step_size=step)
+        m = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
+                 chain_method="vectorized", progress_bar=False)
+
+        def run(seed):  # the same MCMC object: its second run reuses the compiled program
+            m.run(jax.random.key(seed), init_params={"x": jnp.zeros((chains, 2))})
+            return m.get_samples()["x"]
+
+        return run, warmup + samples
+    algo = blackjax.mala(lambda x: -_banana(x), step)
+
+    @jax.jit
+    def run_hand(key):
+        state = jax.vmap(algo.init)(jnp.zeros((chains, 2)))
+
+        def one(state, key):
+            state, _ = jax.vmap(algo.step)(jax.random.split(key, chains), state)
+            return state, state.position
+
+        _, xs = jax.lax.scan(one, state, jax.random.split(key, warmup + samples))
+        return xs[warmup:]
+
+    return lambda seed: run_hand(jax.random.key(seed)), warmup + samples
+
+
+def quickstart(impl, num_updates):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+    import quickstart as qs  # noqa: E402
+
+    def run(seed):
+        import functools
+
+        import jax
+        import numpyro.distributions as dist
+        import optax
+        from numpyro.infer import SVI
+
+        import numpyro_ebm
+
+        truth = numpyro_ebm.datasets.two_moons()
+        data = truth.sample(jax.random.key(seed), (20_000,))
+        pcd = numpyro_ebm.PersistentContrastiveDivergence(
+            functools.partial(numpyro_ebm.ula, step_size=3e-3), num_steps=20, num_chains=256,
+            buffer_size=8192, reinit_prob=0.05,
+            init_dist=dist.Uniform(-4.5, 4.5).expand([2]).to_event(1), alpha=0.1)
+        svi = SVI(qs.ebm_model, pcd.guide, optax.adam(1e-3), loss=pcd)
+        return svi.run(jax.random.key(seed), num_updates, data, progress_bar=False).params
+
+    return run, num_updates
+
+
+def worker(name, impl, quickstart_updates):
+    t0 = time.perf_counter()
+    if name == "quickstart":
+        run, n = quickstart(impl, quickstart_updates)
+    else:
+        run, n = globals()[name](impl)
+    setup = time.perf_counter() - t0
+    first = _timed(lambda: run(0))
+    second = _timed(lambda: run(1))
+    return {"setup": setup, "first": first, "second": second, "num_updates": n}
+
+
+# ----------------------------------------------------------------------------- driver
+def run_in_subprocess(name, impl, cache_dir, quickstart_updates):
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+    code = (
+        "import json, sys, time; t0 = time.perf_counter(); import jax; "
+        f"jax.config.update('jax_compilation_cache_dir', {cache_dir!r}); "
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0); "
+        "jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1); "
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); "
+        "import latency; imp = time.perf_counter() - t0; "
+        f"r = latency.worker({name!r}, {impl!r}, {quickstart_updates}); r['import'] = imp; "
+        "print('RESULT' + json.dumps(r))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT"):
+            return json.loads(line[6:])
+    raise RuntimeError(f"{name}/{impl} failed:\n{out.stderr[-3000:]}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--quickstart-updates", type=int, default=2000)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    load0 = os.getloadavg()[0]
+    rows = []
+    for name in args.workloads.split(","):
+        impls = ["ours"] if name == "quickstart" else ["ours", "hand"]
+        for impl in impls:
+            with tempfile.TemporaryDirectory() as cache:
+                cold = run_in_subprocess(name, impl, cache, args.quickstart_updates)
+                warm = run_in_subprocess(name, impl, cache, args.quickstart_updates)
+            rows.append((name, impl, cold, warm))
+            print(name, impl, json.dumps(cold), json.dumps(warm), flush=True)
+    load1 = os.getloadavg()[0]
+
+    import jax
+    import numpyro
+
+    import numpyro_ebm
+
+    cpu, nproc = machine_info()
+    lines = [
+        "## Latency: time to the first result, and compiled per-update time",
+        "",
+        "`python benchmarks/latency.py" + (f" --workloads {args.workloads}"
+                                           if args.workloads != ",".join(WORKLOADS) else "")
+        + "`",
+        "",
+        f"- date: {time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}",
+        f"- machine: {cpu}, nproc={nproc}, {platform.system()} {platform.machine()}; "
+        f"1-min load {load0:.2f} at the start, {load1:.2f} at the end",
+        f"- versions: python {platform.python_version()}, jax {jax.__version__}, numpyro "
+        f"{numpyro.__version__}, numpyro_ebm {numpyro_ebm.__version__}",
+        "- each row: a fresh process; `first` = first call (trace + compile + run), `run` = a second "
+        "call (compiled), `cold`/`cached` = empty / warm persistent compilation cache; "
+        "`per update` = run / number of updates (steps)",
+        "",
+        "| workload | impl | import s | first s (cold) | first s (cached) | run s | per update µs "
+        "| first / hand (cold) | first / hand (cached) | per update / hand |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    hand = {name: (cold, warm) for name, impl, cold, warm in rows if impl == "hand"}
+    for name, impl, cold, warm in rows:
+        per = 1e6 * cold["second"] / cold["num_updates"]
+        ratio = ["", "", ""]
+        if impl == "ours" and name in hand:
+            hc, hw = hand[name]
+            ratio = [f"{cold['first'] / hc['first']:.2f}x", f"{warm['first'] / hw['first']:.2f}x",
+                     f"{cold['second'] / hc['second']:.2f}x"]
+        lines.append(
+            f"| {name} | {impl} | {cold['import']:.2f} | {cold['first']:.2f} | "
+            f"{warm['first']:.2f} | {cold['second']:.3f} | {per:.0f} | " + " | ".join(ratio) + " |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
