@@ -8,6 +8,21 @@ from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_w
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
+# issue 11: tempering
+from numpyro_ebm.sampling.tempering import (
+    PTInfo,
+    PTState,
+    PTStats,
+    TemperingSummary,
+    adapt_ladder,
+    ladder_from_rejection,
+    parallel_tempering,
+    reset_stats,
+    tempered_logdensity,
+    tempering_summary,
+    tune_ladder,
+)
+
 __all__ = [
     "BlackJAXKernel",
     "BlackJAXKernelState",
@@ -24,4 +39,16 @@ __all__ = [
     "gibbs_with_gradients",
     "sample_chains",
     "ula",
+    # issue 11: tempering
+    "PTInfo",
+    "PTState",
+    "PTStats",
+    "TemperingSummary",
+    "adapt_ladder",
+    "ladder_from_rejection",
+    "parallel_tempering",
+    "reset_stats",
+    "tempered_logdensity",
+    "tempering_summary",
+    "tune_ladder",
 ]
