@@ -60,6 +60,7 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
+# isort: split
 # issue 11: tempering
 from numpyro_ebm.evaluation.tempering import (
     SteppingStoneResult,

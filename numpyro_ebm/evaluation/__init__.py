@@ -16,6 +16,7 @@ from numpyro_ebm.evaluation.likelihood import (
 )
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
+# isort: split
 # issue 11: tempering
 from numpyro_ebm.evaluation.tempering import (
     SteppingStoneResult,

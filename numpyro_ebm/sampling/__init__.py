@@ -8,6 +8,7 @@ from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_w
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
+# isort: split
 # issue 11: tempering
 from numpyro_ebm.sampling.tempering import (
     PTInfo,
