@@ -82,6 +82,8 @@ __all__ = [
     "ladder_from_rejection",
     "parallel_tempering",
     "reset_stats",
+    "swap_log_acceptance",
+    "swap_permutation",
     "tempering_summary",
     "tune_ladder",
 ]
@@ -259,7 +261,7 @@ def _ladder(logdensity_fn, kernel, base, base_scale, kernel_kwargs) -> _Ladder:
             return build_algorithm(kernel, lambda x: f(beta, x))
         return build_algorithm(lambda fn: kernel(fn, **kw), lambda x: f(beta, x))
 
-    build_algorithm(kernel, logdensity_fn)  # fail now on a kernel that is not a factory
+    kernel_at(1.0, {k: v[-1] for k, v in kernel_kwargs.items()})  # fail now on a non-factory
     return _Ladder(f, kernel_at, sample, split, jnp.zeros(()))
 
 
@@ -306,7 +308,6 @@ def parallel_tempering(
     """
     from numpyro_ebm.evaluation.ais import check_betas, temperature_schedule
 
-    ladder = _ladder(logdensity_fn, kernel, base, base_scale, kernel_kwargs)
     if betas is None:
         betas = temperature_schedule(num_temperatures, schedule)
     betas = check_betas(betas)
@@ -325,6 +326,7 @@ def parallel_tempering(
                 f"per slot; got {value.shape}."
             )
         kw[name] = value
+    ladder = _ladder(logdensity_fn, kernel, base, base_scale, kw)
     K = num_slots - 1
 
     def f_at(beta_self, beta_up, beta_down, x):
@@ -380,7 +382,7 @@ def parallel_tempering(
         f_self, f_up, f_down = jax.vmap(f_at)(b, b_up, b_down, replicas)
         up = f_up[:-1] - f_self[:-1]  # f_{k+1}(x_k) - f_k(x_k)
         down = f_down[1:] - f_self[1:]  # f_k(x_{k+1}) - f_{k+1}(x_{k+1})
-        log_alpha = jnp.nan_to_num(up + down, nan=-jnp.inf)
+        log_alpha = swap_log_acceptance(f_self, f_up, f_down)
         alpha = jnp.exp(jnp.minimum(log_alpha, 0.0))
         if scheme == "deo":
             parity = state.step % 2
@@ -389,10 +391,7 @@ def parallel_tempering(
         attempted = (jnp.arange(K) % 2) == parity
         u = jax.random.uniform(swap_key, (K,), alpha.dtype)
         swapped = attempted & (jnp.log(u) < log_alpha)
-        left = jnp.concatenate([swapped, jnp.zeros((1,), bool)])  # slot j swaps with j + 1
-        right = jnp.concatenate([jnp.zeros((1,), bool), swapped])  # slot j swaps with j - 1
-        slots = jnp.arange(K + 1)
-        perm = jnp.where(left, slots + 1, jnp.where(right, slots - 1, slots))
+        perm = swap_permutation(swapped)
         replicas = jax.tree.map(lambda a: a[perm], replicas)
         index = state.index[perm]
         logdensity = jnp.where(swapped[-1], f_up[-2], f_self[-1])
@@ -419,6 +418,31 @@ def parallel_tempering(
         return new, PTInfo(local_acc[-1], local_acc, alpha, swapped)
 
     return SamplingAlgorithm(init, step)
+
+
+def swap_log_acceptance(f_self, f_up, f_down):
+    r"""``(K,)`` log swap acceptance ratios of the neighbour pairs :math:`(k, k+1)`.
+
+    :math:`\log \alpha_k = f_{\beta_k}(x_{k+1}) + f_{\beta_{k+1}}(x_k) - f_{\beta_k}(x_k) -
+    f_{\beta_{k+1}}(x_{k+1})` (not clipped at 0; NaN becomes :math:`-\infty`).
+
+    :param f_self: ``(K + 1,)`` :math:`f_{\beta_j}(x_j)`.
+    :param f_up: ``(K + 1,)`` :math:`f_{\beta_{j+1}}(x_j)` (last entry unused).
+    :param f_down: ``(K + 1,)`` :math:`f_{\beta_{j-1}}(x_j)` (first entry unused).
+    """
+    log_alpha = (f_up[:-1] - f_self[:-1]) + (f_down[1:] - f_self[1:])
+    return jnp.nan_to_num(log_alpha, nan=-jnp.inf)
+
+
+def swap_permutation(swapped):
+    """``(K + 1,)`` int: the slot each slot takes its replica from, given the ``(K,)`` bool mask of
+    the pairs ``(k, k+1)`` that swap (pairs must be disjoint: one parity). Apply it as
+    ``replicas[perm]``."""
+    swapped = jnp.asarray(swapped, bool)
+    left = jnp.concatenate([swapped, jnp.zeros((1,), bool)])  # slot j swaps with j + 1
+    right = jnp.concatenate([jnp.zeros((1,), bool), swapped])  # slot j swaps with j - 1
+    slots = jnp.arange(swapped.shape[0] + 1)
+    return jnp.where(left, slots + 1, jnp.where(right, slots - 1, slots))
 
 
 def reset_stats(state: PTState) -> PTState:
