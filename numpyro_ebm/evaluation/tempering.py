@@ -53,6 +53,7 @@ from numpyro_ebm.sampling.tempering import (
 )
 
 __all__ = [
+    "NegativeEnergy",
     "SteppingStoneResult",
     "energy_path",
     "logz_smc",
@@ -134,6 +135,23 @@ def stepping_stone(state: PTState) -> SteppingStoneResult:
     )
 
 
+class NegativeEnergy:
+    """``x -> -energy(x)``, equal (and hashing equal) to every other ``NegativeEnergy`` of the
+    same ``energy``: a log density that compiled-program caches recognize across calls."""
+
+    def __init__(self, energy: Callable):
+        self.energy = energy
+
+    def __call__(self, x):
+        return -self.energy(x)
+
+    def __hash__(self):
+        return hash((NegativeEnergy, self.energy))
+
+    def __eq__(self, other):
+        return isinstance(other, NegativeEnergy) and other.energy is self.energy
+
+
 def energy_path(target, base=None, kernel=None, caller: str = "logz") -> AnnealingPath:
     """The :class:`~numpyro_ebm.AnnealingPath` of a log-Z estimator's ``target`` (as
     :func:`~numpyro_ebm.logz_ais` reads it): an ``AnnealingPath`` (``base``, ``kernel`` None), an
@@ -164,7 +182,7 @@ def energy_path(target, base=None, kernel=None, caller: str = "logz") -> Anneali
             f"{caller}: with an energy function as `target`, pass a normalized `base` NumPyro "
             "distribution and a kernel factory `kernel` (or pass `model.annealing_path(params)`)."
         )
-    return geometric_path(lambda x: -energy(x), base, kernel)
+    return geometric_path(NegativeEnergy(energy), base, kernel)
 
 
 def logz_stepping_stone(
@@ -210,7 +228,12 @@ def logz_stepping_stone(
     if betas is None:
         betas = temperature_schedule(num_temperatures, schedule)
     betas = check_betas(betas)
-    pt = parallel_tempering(path, betas=betas, num_local_steps=num_local_steps)
+    if isinstance(target, AnnealingPath) or (kernel is None and base is None):
+        pt = parallel_tempering(path, betas=betas, num_local_steps=num_local_steps)
+    else:  # the same program as the last call with these objects (no recompilation)
+        energy = target.energy if isinstance(target, Unnormalized) else target
+        pt = parallel_tempering(NegativeEnergy(energy), kernel, base=base, betas=betas,
+                                num_local_steps=num_local_steps)
     init_key, warm_key, run_key = jax.random.split(rng_key, 3)
     x0 = path.sample_base(init_key, num_chains)
     state = None
@@ -278,12 +301,21 @@ def logz_smc(
         ``betas`` the ``(num_runs, max_num_temperatures + 1)`` schedules, padded with 1.
     :raises RuntimeError: when a run does not reach :math:`\beta = 1` in
         ``max_num_temperatures`` temperatures.
-    """
-    import blackjax
-    from blackjax.smc import resampling
-    from blackjax.smc.base import SMCState
-    from blackjax.smc.base import step as smc_step
 
+    The compiled runner is cached per (``target``, ``base``, ``kernel``) and sizes, as in
+    :func:`~numpyro_ebm.logz_ais`: values these read from an enclosing scope are frozen at the
+    first call.
+
+    **Example**
+
+    .. code-block:: python
+
+        energy = lambda x: 0.5 * jnp.sum(x**2) / 0.5**2        # log Z = log(2 pi 0.25)
+        base = dist.Normal(0.0, 2.0).expand([2]).to_event(1)
+        res = numpyro_ebm.logz_smc(jax.random.key(0), energy, base,
+                                   functools.partial(blackjax.mala, step_size=0.2))
+        res.log_Z, res.stderr
+    """
     num_particles = check_int("num_particles", num_particles, 2)
     num_runs = check_int("num_runs", num_runs, 1)
     num_steps = check_int("num_steps", num_steps, 1)
@@ -292,6 +324,51 @@ def logz_smc(
     path = energy_path(target, base, kernel, "logz_smc")
     check_path_kernel(path, 0.5, caller="logz_smc")
     _check_linear(path, "logz_smc")
+    cache_key = (_target_key(target, base, kernel), num_particles, num_runs, num_steps,
+                 target_ess, max_num_temperatures)
+    runner = _SMC_CACHE.get(cache_key)
+    if runner is None:
+        runner = _smc_runner(path, num_particles, num_steps, target_ess, max_num_temperatures)
+        _SMC_CACHE[cache_key] = runner
+        while len(_SMC_CACHE) > 16:
+            _SMC_CACHE.pop(next(iter(_SMC_CACHE)))
+    log_z, reached, schedule, particles = runner(jax.random.split(rng_key, num_runs))
+    if is_concrete(reached) and float(np.min(np.asarray(reached))) < 1.0:
+        raise RuntimeError(
+            f"logz_smc: a run stopped at beta={float(np.min(np.asarray(reached))):.4g} after "
+            f"max_num_temperatures={max_num_temperatures} temperatures; raise it, or lower "
+            "target_ess."
+        )
+    positions = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + a.shape[2:]), particles)
+    leading_size("positions", positions)
+    return _combine_runs(jnp.asarray(path.log_Z_base, log_z.dtype), log_z, positions, schedule)
+
+
+#: compiled SMC runners by (target, base, kernel, sizes), as logz_ais caches its programs.
+_SMC_CACHE: dict = {}
+
+
+def _target_key(target, base, kernel):
+    if isinstance(target, Unnormalized) and base is None and kernel is None:
+        target = target.annealing_path
+    if isinstance(target, AnnealingPath):
+        target = (target.logdensity_fn, target.kernel, target.sample_base)
+    key = (target, base, kernel)
+    try:
+        hash(key)
+    except TypeError:
+        return object()
+    return key
+
+
+def _smc_runner(path, num_particles, num_steps, target_ess, max_num_temperatures):
+    """``jit(vmap(one SMC run))`` over run keys: ``(log Z - log Z_0, final beta, schedule,
+    resampled particles)``."""
+    import blackjax
+    from blackjax.smc import resampling
+    from blackjax.smc.base import SMCState
+    from blackjax.smc.base import step as smc_step
+
     f = path.logdensity_fn
 
     def logprior_fn(x):
@@ -344,14 +421,4 @@ def logz_smc(
         particles = jax.tree.map(lambda a: a[idx], state.particles)
         return log_z, state.tempering_param, schedule, particles
 
-    log_z, reached, schedule, particles = jax.jit(jax.vmap(one_run))(
-        jax.random.split(rng_key, num_runs))
-    if is_concrete(reached) and float(np.min(np.asarray(reached))) < 1.0:
-        raise RuntimeError(
-            f"logz_smc: a run stopped at beta={float(np.min(np.asarray(reached))):.4g} after "
-            f"max_num_temperatures={max_num_temperatures} temperatures; raise it, or lower "
-            "target_ess."
-        )
-    positions = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + a.shape[2:]), particles)
-    leading_size("positions", positions)
-    return _combine_runs(jnp.asarray(path.log_Z_base, log_z.dtype), log_z, positions, schedule)
+    return jax.jit(jax.vmap(one_run))

@@ -328,6 +328,8 @@ def parallel_tempering(
         kw[name] = value
     ladder = _ladder(logdensity_fn, kernel, base, base_scale, kw)
     K = num_slots - 1
+    cache_key = _step_cache_key(logdensity_fn, kernel, base, base_scale,
+                                (num_slots, num_local_steps, scheme), kw)
 
     def f_at(beta_self, beta_up, beta_down, x):
         if ladder.split is not None:
@@ -417,7 +419,36 @@ def parallel_tempering(
         )
         return new, PTInfo(local_acc[-1], local_acc, alpha, swapped)
 
+    if cache_key is not None:
+        step = _STEP_CACHE.setdefault(cache_key, step)
+        while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
+            _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
     return SamplingAlgorithm(init, step)
+
+
+#: ``step`` functions by what fixes them (the user's objects and the sizes; not ``betas``, which
+#: live in the state), so that a new ``parallel_tempering(...)`` with the same objects reuses the
+#: program ``sample_chains`` compiled for the previous one.
+_STEP_CACHE: dict = {}
+_STEP_CACHE_SIZE = 32
+
+
+def _step_cache_key(logdensity_fn, kernel, base, base_scale, sizes, kw):
+    from numpyro_ebm.distribution import Unnormalized
+
+    if kw:
+        return None
+    target = logdensity_fn
+    if isinstance(target, Unnormalized) and kernel is None:
+        target = target.annealing_path
+    if isinstance(target, AnnealingPath):  # log_Z_base only enters init
+        target = (target.logdensity_fn, target.kernel, target.sample_base)
+    key = (target, kernel, base, float(base_scale), sizes)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def swap_log_acceptance(f_self, f_up, f_down):
