@@ -1,3 +1,5 @@
+# Over ~400 lines on purpose: the two log-Z estimators along a tempering path (stepping stones
+# from parallel tempering, tempered SMC) share their target resolution and result types.
 r"""log Z along a tempering path: stepping stones from a parallel-tempering run, and tempered SMC.
 
 Both use the path :math:`f_\beta` of :mod:`numpyro_ebm.sampling.annealing` (from a normalized base

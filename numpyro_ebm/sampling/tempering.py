@@ -49,11 +49,16 @@ f_{\beta_k}(x_k^t)}` per pair, the stepping stones read by
 
 .. code-block:: python
 
-    log_p = lambda x: jnp.logaddexp(jnp.log(0.3) + norm_logpdf(x - 6), jnp.log(0.7) + norm_logpdf(x + 6))
-    pt = numpyro_ebm.parallel_tempering(log_p, functools.partial(blackjax.mala, step_size=0.5),
-                                        num_temperatures=12)
-    result = numpyro_ebm.sample_chains(key, None, pt, jnp.zeros((8, 2)), num_steps=2000,
-                                       num_samples=1000)
+    mu = jnp.array([6.0, 0.0])     # two unit Gaussians 12 sd apart, weights 0.3 / 0.7
+    log_p = lambda x: jnp.logaddexp(jnp.log(0.3) - 0.5 * jnp.sum((x - mu) ** 2),
+                                    jnp.log(0.7) - 0.5 * jnp.sum((x + mu) ** 2))
+    pt = numpyro_ebm.parallel_tempering(log_p, functools.partial(blackjax.mala, step_size=0.8),
+                                        num_temperatures=10)
+    start = jnp.tile(mu, (32, 1))
+    warm = numpyro_ebm.tune_ladder(jax.random.key(0), pt, start, num_rounds=4, num_steps=200)
+    result = numpyro_ebm.sample_chains(jax.random.key(1), None, pt, start, num_steps=2000,
+                                       num_samples=1000, init_state=warm)
+    (result.samples[..., 0] > 0).mean()                       # ~0.3
     numpyro_ebm.tempering_summary(result.state).round_trip_rate
 """
 
