@@ -581,6 +581,10 @@ def tune_ladder(
     :param int num_rounds: adaptation rounds (``>= 1``).
     :param int num_steps: PT steps per round (the same each round: one compiled program).
     :param init_state: optional batched state to continue from.
+
+    Runs eagerly (a Python loop over rounds; each round is one compiled ``sample_chains``
+    program, the same for every round), like :func:`adapt_ladder`, which reads the statistics on
+    the host.
     """
     num_rounds = check_int("num_rounds", num_rounds, 1)
     num_steps = check_int("num_steps", num_steps, 1)
