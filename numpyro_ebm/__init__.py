@@ -60,6 +60,24 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
+# isort: split
+# issue 11: tempering
+from numpyro_ebm.evaluation.tempering import (
+    SteppingStoneResult,
+    logz_smc,
+    logz_stepping_stone,
+    stepping_stone,
+)
+from numpyro_ebm.sampling.tempering import (
+    PTInfo,
+    PTState,
+    TemperingSummary,
+    adapt_ladder,
+    parallel_tempering,
+    tempering_summary,
+    tune_ladder,
+)
+
 __version__ = "0.2.0"
 
 __all__ = [
@@ -117,4 +135,16 @@ __all__ = [
     "temperature_schedule",
     "transition_path",
     "ula",
+    # issue 11: tempering
+    "PTInfo",
+    "PTState",
+    "SteppingStoneResult",
+    "TemperingSummary",
+    "adapt_ladder",
+    "logz_smc",
+    "logz_stepping_stone",
+    "parallel_tempering",
+    "stepping_stone",
+    "tempering_summary",
+    "tune_ladder",
 ]

@@ -16,6 +16,16 @@ from numpyro_ebm.evaluation.likelihood import (
 )
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
 
+# isort: split
+# issue 11: tempering
+from numpyro_ebm.evaluation.tempering import (
+    SteppingStoneResult,
+    energy_path,
+    logz_smc,
+    logz_stepping_stone,
+    stepping_stone,
+)
+
 __all__ = [
     "AISResult",
     "LogLikelihood",
@@ -32,4 +42,10 @@ __all__ = [
     "psnr",
     "pseudo_log_likelihood",
     "temperature_schedule",
+    # issue 11: tempering
+    "SteppingStoneResult",
+    "energy_path",
+    "logz_smc",
+    "logz_stepping_stone",
+    "stepping_stone",
 ]

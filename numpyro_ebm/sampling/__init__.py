@@ -8,6 +8,24 @@ from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_w
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
+# isort: split
+# issue 11: tempering
+from numpyro_ebm.sampling.tempering import (
+    PTInfo,
+    PTState,
+    PTStats,
+    TemperingSummary,
+    adapt_ladder,
+    ladder_from_rejection,
+    parallel_tempering,
+    reset_stats,
+    swap_log_acceptance,
+    swap_permutation,
+    tempered_logdensity,
+    tempering_summary,
+    tune_ladder,
+)
+
 __all__ = [
     "BlackJAXKernel",
     "BlackJAXKernelState",
@@ -26,4 +44,18 @@ __all__ = [
     "pool_moments",
     "sample_chains",
     "ula",
+    # issue 11: tempering
+    "PTInfo",
+    "PTState",
+    "PTStats",
+    "TemperingSummary",
+    "adapt_ladder",
+    "ladder_from_rejection",
+    "parallel_tempering",
+    "reset_stats",
+    "swap_log_acceptance",
+    "swap_permutation",
+    "tempered_logdensity",
+    "tempering_summary",
+    "tune_ladder",
 ]
