@@ -20,7 +20,9 @@ Workloads (each with a hand-written JAX twin computing the same math, where one 
 * ``ais``: ``logz_ais`` of a 2-D Gaussian-mixture energy, 256 chains x 200 temperatures of MALA
   vs a hand-written AIS ``lax.scan``;
 * ``mcmc``: ``numpyro.infer.MCMC(BlackJAXKernel(mala))`` on a 2-D banana EBM, 4 vectorized chains x
-  (500 warmup + 2000 samples) vs a hand-written ``blackjax.mala`` ``lax.scan`` (warmup included);
+  (500 warmup + 2000 samples) vs a hand-written ``blackjax.mala`` ``lax.scan`` (warmup included)
+  and vs NumPyro's own ``HMC`` with one leapfrog step (MALA) in the same ``MCMC`` driver (whose
+  ``run`` recompiles on every call, so its second call is not a compiled run alone);
 * ``quickstart``: the quickstart's two-moons PCD training section (``--quickstart-updates``
   updates), ours only.
 
@@ -264,6 +266,21 @@ def mcmc(impl):
             return m.get_samples()["x"]
 
         return run, warmup + samples
+    if impl == "numpyro":  # NumPyro's own HMC with one leapfrog step (MALA) in the same MCMC
+        from numpyro.infer import HMC
+
+        def model():
+            numpyro.sample("x", numpyro_ebm.Unnormalized(_banana, (2,)))
+
+        m = MCMC(HMC(model, step_size=step, num_steps=1, adapt_step_size=False,
+                     adapt_mass_matrix=False), num_warmup=warmup, num_samples=samples,
+                 num_chains=chains, chain_method="vectorized", progress_bar=False)
+
+        def run_numpyro(seed):
+            m.run(jax.random.key(seed), init_params={"x": jnp.zeros((chains, 2))})
+            return m.get_samples()["x"]
+
+        return run_numpyro, warmup + samples
     algo = blackjax.mala(lambda x: -_banana(x), step)
 
     @jax.jit
@@ -347,7 +364,8 @@ def main(argv=None):
     load0 = os.getloadavg()[0]
     rows = []
     for name in args.workloads.split(","):
-        impls = ["ours"] if name == "quickstart" else ["ours", "hand"]
+        impls = {"quickstart": ["ours"], "mcmc": ["ours", "hand", "numpyro"]}.get(
+            name, ["ours", "hand"])
         for impl in impls:
             with tempfile.TemporaryDirectory() as cache:
                 cold = run_in_subprocess(name, impl, cache, args.quickstart_updates)

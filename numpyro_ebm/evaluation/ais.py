@@ -321,8 +321,13 @@ def logz_ais(
                 f"`target` must map one position of shape {tuple(base.event_shape)} to a scalar "
                 f"energy; it returned shape {energy_shape}. (`base` fixes the event shape.)"
             )
-    check_path_kernel(path, 0.5, caller="logz_ais")
-    program = _Program(path, _cache_key(target, base, kernel), num_chains, num_steps)
+    cache_key = _cache_key(target, base, kernel)
+    if cache_key not in _CHECKED:  # once per target, like the compiled program (an eager check
+        check_path_kernel(path, 0.5, caller="logz_ais")  # costs more than a small AIS run)
+        _CHECKED[cache_key] = None
+        while len(_CHECKED) > 64:
+            _CHECKED.pop(next(iter(_CHECKED)))
+    program = _Program(path, cache_key, num_chains, num_steps)
     result = _run_ais(rng_key, betas, jnp.asarray(path.log_Z_base), program=program)
     warn_nan_chains(result, "logz_ais")
     return result
@@ -355,6 +360,10 @@ def _as_path(target, base, kernel) -> AnnealingPath:
             "and a kernel factory `kernel` (or pass `model.annealing_path(params)` as `target`)."
         )
     return geometric_path(lambda x: -energy(x), base, kernel)
+
+
+#: keys of the targets whose kernel passed :func:`check_path_kernel` (insertion-ordered, bounded)
+_CHECKED: dict = {}
 
 
 def _cache_key(target, base, kernel):

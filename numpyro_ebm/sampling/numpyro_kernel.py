@@ -305,6 +305,7 @@ class BlackJAXKernel(MCMCKernel):
         self._num_warmup = 0
         self._num_adapt = 0
         self._sample_fn = None
+        self._init_cache = None
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -450,20 +451,42 @@ class BlackJAXKernel(MCMCKernel):
                     "(warmup = adaptation + burn-in): raise num_warmup or lower num_steps."
                 )
         self._num_adapt = num_steps
-        init_one = functools.partial(
-            self._init_one, num_steps=num_steps, model_args=model_args, model_kwargs=model_kwargs
-        )
-        # One compiled program for the (vmapped) initialization and adaptation, not op-by-op.
+        # One compiled program for the (vmapped) initialization and adaptation, not op-by-op,
+        # reused by a later MCMC.run with the same arguments (NumPyro caches its sampling loop
+        # the same way, by the identity of the model arguments).
+        init_fn = self._compiled_init(num_steps, vectorized, model_args, model_kwargs)
         if vectorized:
-            state = jax.jit(jax.vmap(init_one))(z, rng_key)
+            state = init_fn(z, rng_key)
             step = jax.vmap(self._sample_one, in_axes=(0, None, None))
             index = lambda state: state.i[0]  # noqa: E731 - every chain is at the same step
         else:
-            state = jax.jit(init_one)(z, rng_key)
+            state = init_fn(z, rng_key)
             step = self._sample_one
             index = lambda state: state.i  # noqa: E731
         self._sample_fn = functools.partial(self._skip_adapted, step, index)
         return state
+
+    def _compiled_init(self, num_steps, vectorized, model_args, model_kwargs):
+        """``jit((vmap of) _init_one)``, cached for the last ``(num_steps, vectorized, model
+        arguments)``: the arguments are compared by identity (not by value), and traced
+        arguments are never cached."""
+        leaves, treedef = jax.tree.flatten((model_args, model_kwargs or {}))
+        key = (num_steps, vectorized, treedef)
+        cached = self._init_cache
+        if (
+            cached is not None
+            and cached[0] == key
+            and len(cached[1]) == len(leaves)
+            and all(a is b for a, b in zip(cached[1], leaves))
+        ):
+            return cached[2]
+        init_one = functools.partial(
+            self._init_one, num_steps=num_steps, model_args=model_args, model_kwargs=model_kwargs
+        )
+        fn = jax.jit(jax.vmap(init_one) if vectorized else init_one)
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            self._init_cache = (key, leaves, fn)
+        return fn
 
     def _skip_adapted(self, step, index, state, model_args, model_kwargs):
         """The first ``num_adapt`` warmup iterations were run by the adaptation in :meth:`init`:
@@ -569,4 +592,5 @@ class BlackJAXKernel(MCMCKernel):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_sample_fn"] = None
+        state["_init_cache"] = None
         return state
