@@ -1332,9 +1332,19 @@ def main():
     summary = ", ".join(f"{k} {counts[k]}" for k in ("clear", "unclear", "silent", "n/a"))
     print(f"\nnumpyro_ebm {ebm.__version__}: {total} cases: {summary} "
           f"({time.perf_counter() - start:.0f} s)")
+    by_class = {}
+    for _, cls, outcome, _ in rows:
+        by_class.setdefault(cls, Counter())[outcome] += 1
+    table = ["| class | cases | clear | unclear | silent | n/a |", "|---|---|---|---|---|---|"]
+    for cls in sorted(by_class):
+        c = by_class[cls]
+        table.append(f"| {cls} | {sum(c.values())} | {c['clear']} | {c['unclear']} | "
+                     f"{c['silent']} | {c['n/a']} |")
+    print("\n".join(table))
     if args.out:
         lines = [f"# Bad-input battery: numpyro_ebm {ebm.__version__}", "",
-                 f"{total} cases: {summary}.", "",
+                 f"`python benchmarks/bad_inputs.py` ({time.strftime('%Y-%m-%d', time.gmtime())})",
+                 "", f"{total} cases: {summary}.", "", *table, "",
                  "| case | class | outcome | message |", "|---|---|---|---|"]
         lines += [f"| {n} | {c} | {o} | {m} |" for n, c, o, m in rows]
         args.out.write_text("\n".join(lines) + "\n")
