@@ -223,8 +223,11 @@ class _StepKey:
     by that pair.
     """
 
-    def __init__(self, step, kernel, logdensity_fn, tag="step"):
+    def __init__(self, step, kernel, logdensity_fn, tag="step", source=None):
         self.step = step
+        if source is not None:  # e.g. a distribution's annealing path: the same path, the same
+            self.key = (tag, source)  # sampler, although each build makes new closures
+            return
         if kernel is None or is_algorithm(kernel):  # a built algorithm: its own functions
             self.key = (tag, step)
             return
@@ -492,8 +495,11 @@ def sample_chains(
 
     batch = num_chains if chain_batch_size is None else check_int(
         "chain_batch_size", chain_batch_size, 1)
+    source = None
+    if kernel is None:  # the distribution's own sampler: cache the program by its path
+        source = ("annealing_path", target.annealing_path.kernel, 1.0)
     run = partial(
-        _run_batch, rng_key, algorithm, kernel, logdensity_fn, init_positions, init_state,
+        _run_batch, rng_key, algorithm, kernel, logdensity_fn, init_positions, init_state, source,
         num_chains=num_chains, num_steps=num_steps, num_samples=num_samples, thin=thin,
         observables=None if observables is None else _StepKey(observables, None, None, "obs"),
         keep_samples=keep_samples,
@@ -531,8 +537,9 @@ def sample_chains(
     return ChainResult(positions, samples, acceptance_rate, logdensity, states, moments)
 
 
-def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_state, start, size,
-               *, num_chains, num_steps, num_samples, thin, observables, keep_samples):
+def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_state, source,
+               start, size, *, num_chains, num_steps, num_samples, thin, observables,
+               keep_samples):
     """Initialize (or slice the resumed state of) chains ``start:start + size`` and run them."""
 
     def part(tree):
@@ -542,7 +549,7 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
 
     sharding = _chain_sharding(size)
     if init_state is None:
-        init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init")
+        init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init", source=source)
         positions = part(init_positions)
         try:
             states = _init(rng_key, positions, start, algorithm_init=init_fn,
@@ -578,7 +585,7 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
         rng_key,
         states,
         start,
-        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn),
+        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn, source=source),
         num_burn=num_steps - num_samples * thin,
         num_samples=num_samples,
         thin=thin,
