@@ -8,6 +8,16 @@ from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_w
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
+# issue 14: chains as global arrays over several processes
+# isort: split
+from numpyro_ebm.sampling.distributed import (
+    chain_sharding,
+    chains_from_local,
+    gather,
+    replicate,
+    shard_chains,
+)
+
 __all__ = [
     "BlackJAXKernel",
     "BlackJAXKernelState",
@@ -26,4 +36,10 @@ __all__ = [
     "pool_moments",
     "sample_chains",
     "ula",
+    # issue 14: chains as global arrays over several processes
+    "chain_sharding",
+    "chains_from_local",
+    "gather",
+    "replicate",
+    "shard_chains",
 ]
