@@ -13,8 +13,9 @@ step counts (``--num-steps``, default 20 and 40):
 Both keep no samples (``keep_samples=False``): the observables are streamed into per-chain running
 moments over the last half of the steps (``num_samples = num_steps // 2``), so memory should be
 O(chains) and flat in ``num_steps``. Chain counts above ``--batch-above`` run with
-``chain_batch_size=--batch-above`` (identical results, bounded working memory); configurations
-whose estimated memory exceeds ``--max-memory-gb`` are skipped and listed.
+``chain_batch_size=--batch-above`` (identical results, bounded working memory); where the
+estimated memory exceeds ``--max-memory-gb`` the batch is divided by 10 until it fits, and a
+configuration that still does not fit is skipped and listed.
 
 Each configuration runs in a fresh subprocess: after imports and setup its resident memory is
 read (``resource.getrusage(...).ru_maxrss``, the baseline), then the run is called once (trace +
@@ -243,9 +244,16 @@ def main(argv=None):
     for model in args.models:
         for chains in counts:
             batch = args.batch_above if chains > args.batch_above else None
-            need = BYTES_PER_CHAIN[model] * (batch or chains) + 64 * chains
-            if need > budget:
-                skipped.append(f"{model} x {chains:.0e} chains (est. {need / 2**30:.1f} GiB)")
+
+            def need(batch, chains=chains, model=model):
+                # working memory of one batch + the states of all chains (positions, moments)
+                state = 4 * 1024 * 2 if model == "ising" else 64
+                return BYTES_PER_CHAIN[model] * (batch or chains) + state * chains
+
+            while need(batch) > budget and (batch or chains) >= 10 * args.min_chains:
+                batch = (batch or chains) // 10  # smaller batches before giving up
+            if need(batch) > budget:
+                skipped.append(f"{model} x {chains:.0e} chains (est. {need(batch) / 2**30:.1f} GiB)")
                 continue
             for steps in args.num_steps:
                 res = run_child(args, model, chains, steps, batch)
