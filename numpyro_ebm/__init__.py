@@ -46,6 +46,12 @@ from numpyro_ebm.evaluation.likelihood import (
     pseudo_log_likelihood,
 )
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
+from numpyro_ebm.evaluation.tempering import (
+    SteppingStoneResult,
+    logz_smc,
+    logz_stepping_stone,
+    stepping_stone,
+)
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.block_gibbs import block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
@@ -53,21 +59,6 @@ from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
-from numpyro_ebm.training import (
-    check_finite_params,
-    check_svi_result,
-    load_checkpoint,
-    save_checkpoint,
-)
-
-# isort: split
-# issue 11: tempering
-from numpyro_ebm.evaluation.tempering import (
-    SteppingStoneResult,
-    logz_smc,
-    logz_stepping_stone,
-    stepping_stone,
-)
 from numpyro_ebm.sampling.tempering import (
     PTInfo,
     PTState,
@@ -76,6 +67,12 @@ from numpyro_ebm.sampling.tempering import (
     parallel_tempering,
     tempering_summary,
     tune_ladder,
+)
+from numpyro_ebm.training import (
+    check_finite_params,
+    check_svi_result,
+    load_checkpoint,
+    save_checkpoint,
 )
 
 __version__ = "0.2.0"

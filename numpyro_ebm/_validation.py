@@ -14,8 +14,19 @@ import numpy as np
 
 
 def is_concrete(x) -> bool:
-    """True when ``x`` (an array or pytree of arrays) holds no tracer."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+    """True when the values of ``x`` (an array or pytree of arrays) can be read here: it holds no
+    tracer and no global array split over other processes' devices (multi-process JAX), whose
+    values this process cannot fetch (a replicated one it can). Value checks are skipped
+    otherwise."""
+    return not any(
+        isinstance(leaf, jax.core.Tracer)
+        or (
+            isinstance(leaf, jax.Array)
+            and not leaf.is_fully_addressable
+            and not leaf.is_fully_replicated
+        )
+        for leaf in jax.tree.leaves(x)
+    )
 
 
 def check_finite(name: str, x) -> None:

@@ -619,3 +619,28 @@ def test_chain_batches_give_the_unbatched_run():
     np.testing.assert_array_equal(
         resumed.positions,
         sample_chains(jax.random.key(2), _gauss, _gauss_mala, None, 3, init_state=whole).positions)
+
+
+def test_kernel_none_reuses_the_compiled_program():
+    """kernel=None (the distribution's own sampler): a second call with the same distribution
+    and shapes compiles nothing (the program is keyed by the path's kernel, not by the freshly
+    built algorithm)."""
+    from numpyro_ebm.models import Ising
+
+    ising = Ising((4, 4))
+    target = ising.distribution(ising.init_params(beta=0.3))
+    x0 = ising.init_spins(jax.random.key(0), 8)
+    compiles = []
+
+    def listener(name, secs, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(secs)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        numpyro_ebm.sample_chains(jax.random.key(1), target, None, x0, 7)
+        first = len(compiles)
+        numpyro_ebm.sample_chains(jax.random.key(2), target, None, x0, 7)
+        assert first > 0 and len(compiles) == first, compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -15,9 +15,6 @@ from numpyro_ebm.evaluation.likelihood import (
     pseudo_log_likelihood,
 )
 from numpyro_ebm.evaluation.partition import logz_exact, logz_quadrature
-
-# isort: split
-# issue 11: tempering
 from numpyro_ebm.evaluation.tempering import (
     SteppingStoneResult,
     energy_path,

@@ -46,6 +46,7 @@ from numpyro.distributions import Distribution
 from numpyro_ebm._validation import check_int, check_rng_key, is_concrete, leading_size
 from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.sampling.annealing import AnnealingPath, check_path_kernel, geometric_path
+from numpyro_ebm.sampling.distributed import constrain_chains
 
 __all__ = [
     "AISResult",
@@ -217,10 +218,12 @@ def annealed_importance_sampling(
         log_w = log_w + jax.vmap(lambda xi: f(beta, xi) - f(beta_prev, xi))(x)
         keys = jax.random.split(key, num_chains)
         x = jax.vmap(lambda k, xi: transition(k, beta, xi))(keys, x)
-        return (x, log_w), None
+        return constrain_chains((x, log_w), num_chains), None
 
     keys = jax.random.split(run_key, betas.shape[0] - 1)
     log_w0 = jnp.zeros((num_chains,), betas.dtype)
+    # chains split over every device (of every process, under jax.distributed) when they divide
+    init_positions, log_w0 = constrain_chains((init_positions, log_w0), num_chains)
     (x, log_w), _ = jax.lax.scan(
         one_temperature, (init_positions, log_w0), (betas[:-1], betas[1:], keys)
     )

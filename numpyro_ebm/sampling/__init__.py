@@ -3,13 +3,17 @@
 from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.discrete import GibbsInfo
+from numpyro_ebm.sampling.distributed import (
+    chain_sharding,
+    chains_from_local,
+    gather,
+    replicate,
+    shard_chains,
+)
 from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
-
-# isort: split
-# issue 11: tempering
 from numpyro_ebm.sampling.tempering import (
     PTInfo,
     PTState,
@@ -58,4 +62,10 @@ __all__ = [
     "tempered_logdensity",
     "tempering_summary",
     "tune_ladder",
+    # issue 14: chains as global arrays over several processes
+    "chain_sharding",
+    "chains_from_local",
+    "gather",
+    "replicate",
+    "shard_chains",
 ]

@@ -281,9 +281,21 @@ def _check_positions(init_positions, logdensity_fn, event_shape):
     return num_chains
 
 
-def _chain_sharding(num_chains):
-    """Shard the chain axis over all devices when there are several and they divide it."""
-    devices = jax.devices()
+def _chain_sharding(num_chains, tree=None):
+    """Shard the chain axis over the devices when there are several and they divide it: every
+    process's devices (``jax.devices()``) for a global array spanning several processes (or
+    traced values in a one-process run), this process's own (``jax.local_devices()``) for arrays
+    it holds whole; ``None`` for traced values in a multi-process run (the input shardings then
+    propagate through the program)."""
+    leaves = jax.tree.leaves(tree)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        if jax.process_count() > 1:
+            return None
+        devices = jax.devices()
+    elif any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable for leaf in leaves):
+        devices = jax.devices()
+    else:
+        devices = jax.local_devices()
     if len(devices) < 2 or num_chains % len(devices):
         return None
     mesh = jax.sharding.Mesh(np.array(devices), ("chains",))
@@ -547,7 +559,7 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
             return tree
         return jax.tree.map(lambda x: x[start : start + size], tree)
 
-    sharding = _chain_sharding(size)
+    sharding = _chain_sharding(size, init_positions if init_state is None else init_state)
     if init_state is None:
         init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init", source=source)
         positions = part(init_positions)
