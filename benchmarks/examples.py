@@ -36,10 +36,15 @@ OUTPUT_FLAGS = {
 }
 
 
-def run_example(path: pathlib.Path, directory: pathlib.Path) -> tuple[float, int, list[str]]:
+def run_example(path: pathlib.Path, directory: pathlib.Path, cache: pathlib.Path
+                ) -> tuple[float, int, list[str]]:
+    """Run one example with its figures in ``directory`` and JAX's compilation cache in
+    ``cache``: ``(wall seconds, exit code, printed lines)``."""
     name = path.stem
     flags = OUTPUT_FLAGS.get(name, lambda d: ["--out", str(d / f"{name}.png")])(directory)
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg")
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), MPLBACKEND="Agg",
+               JAX_COMPILATION_CACHE_DIR=str(cache))
+    env.pop("NUMPYRO_EBM_NO_CACHE", None)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, str(path), *flags], cwd=directory, env=env,
                          capture_output=True, text=True)
@@ -55,6 +60,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated example names")
     parser.add_argument("--out", default=None, help="write the markdown section here")
+    parser.add_argument("--no-cached-run", action="store_true",
+                        help="skip the second run of each example (with a warm compilation cache)")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     paths = sorted(p for p in EXAMPLES.glob("*.py") if not names or p.stem in names)
@@ -62,12 +69,17 @@ def main(argv=None):
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         for path in paths:
-            seconds, code, lines = run_example(path, pathlib.Path(tmp))
-            print(f"{path.stem}: {seconds:.0f} s, exit {code}", flush=True)
+            cache = pathlib.Path(tmp) / f"cache-{path.stem}"
+            seconds, code, lines = run_example(path, pathlib.Path(tmp), cache)
+            cached = "" if args.no_cached_run else (
+                f", {run_example(path, pathlib.Path(tmp), cache)[0]:.0f} s rerun with a warm "
+                "compilation cache")
+            print(f"{path.stem}: {seconds:.0f} s{cached}, exit {code}", flush=True)
             for line in lines:
                 print("   ", line)
             body = "\n".join(lines[-25:]) if lines else "(no output)"
-            sections.append(f"### `{path.name}` ({seconds:.0f} s wall)\n\n```\n{body}\n```")
+            sections.append(
+                f"### `{path.name}` ({seconds:.0f} s wall, first run{cached})\n\n```\n{body}\n```")
 
     import jax
     import numpyro
@@ -85,7 +97,9 @@ def main(argv=None):
         f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
         f"- versions: python {platform.python_version()}, jax {jax.__version__}, numpyro "
         f"{numpyro.__version__}, numpyro_ebm {numpyro_ebm.__version__}",
-        "- each example runs with its defaults in a fresh process; what it prints is shown as is",
+        "- each example runs with its defaults in a fresh process, first with an empty JAX "
+        "compilation cache, then again with the cache it filled; what the first run prints is "
+        "shown as is (`multiprocess.py` starts its own processes)",
         "",
         *sections,
     ]) + "\n"

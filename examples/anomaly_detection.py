@@ -182,4 +182,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from numpyro_ebm import enable_compilation_cache
+
+    enable_compilation_cache()  # reruns load compiled programs (NUMPYRO_EBM_NO_CACHE=1: off)
     main()

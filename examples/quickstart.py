@@ -230,4 +230,7 @@ def train_two_moons(num_steps=2000, out="quickstart_two_moons.png"):
 
 
 if __name__ == "__main__":
+    from numpyro_ebm import enable_compilation_cache
+
+    enable_compilation_cache()  # reruns load compiled programs (NUMPYRO_EBM_NO_CACHE=1: off)
     main()

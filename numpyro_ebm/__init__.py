@@ -10,6 +10,7 @@ FCE); evaluate it with partition functions (:func:`logz_quadrature`, :func:`logz
 """
 
 from numpyro_ebm import applications, datasets, evaluation, models, nets
+from numpyro_ebm.cache import enable_compilation_cache
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
@@ -108,6 +109,7 @@ __all__ = [
     "diagnostics",
     "energy_factor",
     "evaluation",
+    "enable_compilation_cache",
     "energy_fn",
     "fce_optimizer",
     "flow_guide",

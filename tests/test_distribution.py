@@ -128,3 +128,20 @@ def test_non_finite_log_Z_is_an_error(log_Z):
         Unnormalized(quadratic, event_shape=(2,), log_Z=log_Z)
     # traced values are not checked (jittable)
     jax.jit(lambda z: Unnormalized(quadratic, event_shape=(2,), log_Z=z).log_prob(jnp.ones(2)))(1.0)
+
+
+def test_enable_compilation_cache_sets_jax_config(tmp_path, monkeypatch):
+    import jax
+
+    import numpyro_ebm
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        monkeypatch.delenv("NUMPYRO_EBM_NO_CACHE", raising=False)
+        assert numpyro_ebm.enable_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+        monkeypatch.setenv("NUMPYRO_EBM_NO_CACHE", "1")
+        assert numpyro_ebm.enable_compilation_cache(str(tmp_path / "d")) is None
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
