@@ -3,7 +3,10 @@
 import pathlib
 
 HERE = pathlib.Path(__file__).parent
-ORDER = ["sampling", "toy_density", "ising", "rbm", "ais", "bayesian", "applications"]
+ORDER = [
+    "summary", "sampling", "gibbs_sweeps", "latency", "scale", "gpu", "toy_density", "ising",
+    "rbm", "ais", "tempering", "bayesian", "applications", "examples", "bad_inputs",
+]
 
 HEADER = """# Benchmark results
 
