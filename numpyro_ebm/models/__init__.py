@@ -27,6 +27,10 @@ from numpyro_ebm.models.references import (
     onsager_magnetization,
 )
 
+# isort: split
+# issue 12: discrete models on graphs
+from numpyro_ebm.models.graph import GraphIsing, Potts, graph_colouring, lattice_adjacency
+
 __all__ = [
     "DBM",
     "DBMState",
@@ -53,4 +57,9 @@ __all__ = [
     "onsager_energy_per_site",
     "onsager_magnetization",
     "spin",
+    # issue 12: discrete models on graphs
+    "GraphIsing",
+    "Potts",
+    "graph_colouring",
+    "lattice_adjacency",
 ]
