@@ -60,6 +60,10 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
+# isort: split
+# issue 12: discrete EBM sites in MCMC
+from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
+
 __version__ = "0.2.0"
 
 __all__ = [
@@ -115,4 +119,7 @@ __all__ = [
     "temperature_schedule",
     "transition_path",
     "ula",
+    # issue 12: discrete EBM sites in MCMC
+    "EBMGibbs",
+    "EBMSiteGibbs",
 ]

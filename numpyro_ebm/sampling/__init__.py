@@ -8,6 +8,17 @@ from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_w
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
+# isort: split
+# issue 12: discrete EBM sites in MCMC
+from numpyro_ebm.sampling.ebm_gibbs import (
+    BlackJAXBlock,
+    EBMGibbs,
+    EBMSiteGibbs,
+    EBMSiteGibbsState,
+    discrete_ebm_sites,
+    metropolised_block_step,
+)
+
 __all__ = [
     "BlackJAXKernel",
     "BlackJAXKernelState",
@@ -24,4 +35,11 @@ __all__ = [
     "gibbs_with_gradients",
     "sample_chains",
     "ula",
+    # issue 12: discrete EBM sites in MCMC
+    "BlackJAXBlock",
+    "EBMGibbs",
+    "EBMSiteGibbs",
+    "EBMSiteGibbsState",
+    "discrete_ebm_sites",
+    "metropolised_block_step",
 ]

@@ -111,6 +111,19 @@ def discrete_ebm_sites(model_trace) -> tuple:
     )
 
 
+def _discrete_ebm_sites_or_raise(model_trace) -> tuple:
+    names = discrete_ebm_sites(model_trace)
+    if not names:
+        raise ValueError(_NO_EBM_SITE)
+    return names
+
+
+_NO_EBM_SITE = (
+    "EBMGibbs: the model has no latent discrete Unnormalized site (e.g. "
+    "`numpyro.sample('s', Ising(shape).distribution(params))`); use NUTS directly."
+)
+
+
 def site_values(support) -> np.ndarray | None:
     """The values one coordinate of a discrete support takes, e.g. ``(-1, 1)`` for
     :data:`~numpyro_ebm.models.spin`, ``(0, 1)`` for ``boolean``, ``(0, ..., q-1)`` for
@@ -348,10 +361,7 @@ class EBMSiteGibbs(MCMCKernel):
         found = discrete_ebm_sites(model_trace)
         names = found if self._site_spec is None else self._site_spec
         if not names:
-            raise ValueError(
-                "EBMGibbs: the model has no latent discrete Unnormalized site (e.g. "
-                "`numpyro.sample('s', Ising(shape).distribution(params))`); use NUTS directly."
-            )
+            raise ValueError(_NO_EBM_SITE)
         unknown = [n for n in names if n not in found]
         if unknown:
             raise ValueError(
@@ -606,7 +616,7 @@ class EBMGibbs(Gibbs):
         wrapped = ebm_initialized(model)
         site_kernel = EBMSiteGibbs(wrapped, sites=sites, blocks=blocks, values=values,
                                    num_sweeps=num_sweeps, chunk_size=chunk_size)
-        spec = discrete_ebm_sites if sites is None else ((sites,) if isinstance(sites, str)
+        spec = _discrete_ebm_sites_or_raise if sites is None else ((sites,) if isinstance(sites, str)
                                                          else tuple(sites))
         block_list = [(site_kernel, spec)]
         if isinstance(inner_kernel, MCMCKernel):
