@@ -379,12 +379,15 @@ class Potts(_GraphModel):
 
     def init_params(self, rng_key=None, data=None, *, coupling=1.0, field=0.0, beta=1.0) -> dict:
         r"""``{"J": beta * coupling, "h": beta * field}`` (``field`` broadcastable to
-        ``(*event_shape, q)``)."""
+        ``(*event_shape, q)``; a scalar becomes ``(q,)``, the shape :meth:`model` learns)."""
         check_positive("beta", beta)
         self._scalar_coupling(coupling)
         check_finite("field", field)
+        field = jnp.asarray(field)
+        if field.ndim == 0:
+            field = jnp.broadcast_to(field, (self.num_states,))
         params = {"J": jnp.asarray(beta * jnp.asarray(coupling), jnp.float32),
-                  "h": jnp.asarray(beta * jnp.asarray(field), jnp.float32)}
+                  "h": jnp.asarray(beta * field, jnp.float32)}
         return self.check_params(params)
 
     def one_hot(self, x):
