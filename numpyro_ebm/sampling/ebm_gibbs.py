@@ -197,7 +197,9 @@ def _block_logps(logdensity_fn, flat, shape, idx, table, chunk_size):
     cand = jnp.broadcast_to(flat, (m * k, flat.size)).at[rows, np.repeat(idx, k)].set(
         jnp.tile(table, m))
     fn = lambda x: logdensity_fn(jnp.reshape(x, shape))  # noqa: E731
-    if chunk_size is None:
+    if chunk_size is None:  # about 2^19 entries per batch: memory-bound models run faster
+        chunk_size = max(1, 2**19 // max(flat.size, 1))
+    if m * k <= chunk_size:
         out = jax.vmap(fn)(cand)
     else:
         out = jax.lax.map(fn, cand, batch_size=chunk_size)
@@ -218,7 +220,12 @@ def metropolised_block_step(rng_key, x, logdensity_fn, idx, values, chunk_size=N
     :param idx: flat indices of the block, a static 1-D integer NumPy array.
     :param values: the ``K`` values of one coordinate, a 1-D array.
     :param int chunk_size: evaluate the ``len(idx) * K`` configurations this many at a time
-        (``lax.map``); default all at once (``vmap``).
+        (``lax.map``); default about :math:`2^{19}` entries (``chunk_size * x.size``) per batch.
+
+    Cost: ``2 * len(idx) * K`` evaluations of ``logdensity_fn`` (one batched call at ``x`` and
+    one at the proposal; one for a single coordinate), so a sweep over all ``N`` coordinates of a
+    generic model is :math:`O(K N)` evaluations, :math:`O(K N^2)` work for a model whose log
+    density touches every coordinate.
     :return: ``(x, logdensity, accepted, flips)``: the new configuration, its log density, whether
         the move was accepted and how many coordinates changed.
     """
