@@ -61,7 +61,8 @@ from numpyro_ebm.training import (
 )
 
 # isort: split
-# issue 12: discrete EBM sites in MCMC
+# issue 12: discrete EBM sites in MCMC, clamped sampling
+from numpyro_ebm.sampling.clamp import clamp, clamped_kernel, embed
 from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
 
 __version__ = "0.2.0"
@@ -119,7 +120,10 @@ __all__ = [
     "temperature_schedule",
     "transition_path",
     "ula",
-    # issue 12: discrete EBM sites in MCMC
+    # issue 12: discrete EBM sites in MCMC, clamped sampling
     "EBMGibbs",
     "EBMSiteGibbs",
+    "clamp",
+    "clamped_kernel",
+    "embed",
 ]

@@ -187,6 +187,23 @@ class _GraphModel(EnergyModel):
 
         return AnnealingPath(logdensity_fn, kernel, sample_base, log_z0)
 
+    def block_conditionals(self, params, beta=1.0):
+        """One exact conditional ``(rng_key, x) -> x`` per colour class (at inverse temperature
+        ``beta``), for :func:`numpyro_ebm.block_gibbs` and
+        :func:`~numpyro_ebm.sampling.clamp.clamped_kernel`; ``x`` of shape
+        ``(..., *event_shape)``."""
+        update = self._class_update(self.check_params(params))
+
+        def make(mask):
+            def sample(rng_key, x):
+                x = jnp.asarray(x)
+                return jnp.reshape(update(rng_key, self._flat(x), mask, beta), x.shape)
+
+            return sample
+
+        return [make(jnp.asarray(self.colouring == k))
+                for k in range(int(self.colouring.max()) + 1)]
+
     def _svi_model(self, data, subsample_size, params):
         if data is not None and tuple(jnp.shape(data)[1:]) != self.event_shape:
             raise ValueError(f"{self!r}.model: `data` must have shape (N, *{self.event_shape}), "
@@ -303,11 +320,17 @@ class GraphIsing(_GraphModel):
         r""":math:`f_b = -bE`, base uniform spins (:math:`\log Z_0 = N\log 2`), ``kernel(b)`` one
         colour-class Gibbs sweep at :math:`b`; positions ``(..., *event_shape)``."""
         params = self.check_params(params)
-        h = jnp.reshape(jnp.broadcast_to(params["h"], self.event_shape), (-1,))
-        w = jnp.asarray(self.adjacency)
 
         def logdensity_fn(beta, s):
             return -beta * self.energy(params, s)
+
+        return self._sweep_path(params, logdensity_fn, self._class_update(params),
+                                lambda key, n: self.init_spins(key, n),
+                                self.num_nodes * math.log(2.0))
+
+    def _class_update(self, params):
+        h = jnp.reshape(jnp.broadcast_to(params["h"], self.event_shape), (-1,))
+        w = jnp.asarray(self.adjacency)
 
         def update_class(key, x, mask, beta):
             xf = x.astype(jnp.result_type(float, x.dtype))
@@ -315,9 +338,7 @@ class GraphIsing(_GraphModel):
             new = jnp.where(jax.random.uniform(key, x.shape) < jax.nn.sigmoid(2.0 * m), 1, -1)
             return jnp.where(mask, new.astype(x.dtype), x)
 
-        return self._sweep_path(params, logdensity_fn, update_class,
-                                lambda key, n: self.init_spins(key, n),
-                                self.num_nodes * math.log(2.0))
+        return update_class
 
     def log_partition(self, params):
         """Exact :math:`\\log Z` by enumeration (at most 2^22 configurations)."""
@@ -419,11 +440,17 @@ class Potts(_GraphModel):
         r""":math:`f_b = -bE`, base uniform states (:math:`\log Z_0 = N\log q`), ``kernel(b)``
         one colour-class Gibbs sweep at :math:`b`; positions ``(..., *event_shape)``."""
         params = self.check_params(params)
-        h = self._field(params)
-        w = jnp.asarray(self.adjacency)
 
         def logdensity_fn(beta, x):
             return -beta * self.energy(params, x)
+
+        return self._sweep_path(params, logdensity_fn, self._class_update(params),
+                                lambda key, n: self.init_states(key, n),
+                                self.num_nodes * math.log(self.num_states))
+
+    def _class_update(self, params):
+        h = self._field(params)
+        w = jnp.asarray(self.adjacency)
 
         def update_class(key, x, mask, beta):
             onehot = jax.nn.one_hot(x.astype(jnp.int32), self.num_states)
@@ -431,9 +458,7 @@ class Potts(_GraphModel):
             new = jax.random.categorical(key, logits, axis=-1)
             return jnp.where(mask, new.astype(x.dtype), x)
 
-        return self._sweep_path(params, logdensity_fn, update_class,
-                                lambda key, n: self.init_states(key, n),
-                                self.num_nodes * math.log(self.num_states))
+        return update_class
 
     def log_partition(self, params):
         """Exact :math:`\\log Z` by enumeration (at most 2^22 configurations)."""

@@ -9,7 +9,8 @@ from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 
 # isort: split
-# issue 12: discrete EBM sites in MCMC
+# issue 12: discrete EBM sites in MCMC, clamped sampling
+from numpyro_ebm.sampling.clamp import clamp, clamped_block_gibbs, clamped_kernel, embed
 from numpyro_ebm.sampling.ebm_gibbs import (
     BlackJAXBlock,
     EBMGibbs,
@@ -35,11 +36,15 @@ __all__ = [
     "gibbs_with_gradients",
     "sample_chains",
     "ula",
-    # issue 12: discrete EBM sites in MCMC
+    # issue 12: discrete EBM sites in MCMC, clamped sampling
     "BlackJAXBlock",
     "EBMGibbs",
     "EBMSiteGibbs",
     "EBMSiteGibbsState",
     "discrete_ebm_sites",
     "metropolised_block_step",
+    "clamp",
+    "clamped_block_gibbs",
+    "clamped_kernel",
+    "embed",
 ]
