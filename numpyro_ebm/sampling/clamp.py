@@ -170,8 +170,13 @@ def clamped_kernel(model, params, mask, values) -> SamplingAlgorithm:
     """
     from numpyro_ebm.models.rbm import RBMBase
 
-    event_shape = tuple(model.event_shape)
-    m = _check_mask(f"clamped_kernel({model!r})", mask, event_shape)
+    if not (isinstance(model, RBMBase) or callable(getattr(model, "block_conditionals", None))):
+        raise TypeError(
+            f"clamped_kernel: {model!r} has no block Gibbs structure to clamp (an RBM or a model "
+            "with `block_conditionals`); use `clamp(model.distribution(params), mask, values)` "
+            "with any kernel instead."
+        )
+    m = _check_mask(f"clamped_kernel({model!r})", mask, tuple(model.event_shape))
     if isinstance(model, RBMBase):
         model.check_params(params)
 
@@ -179,13 +184,7 @@ def clamped_kernel(model, params, mask, values) -> SamplingAlgorithm:
             return model.gibbs_sweep(rng_key, params, v)[0].astype(v.dtype)
 
         samplers = [sweep]
-    elif callable(getattr(model, "block_conditionals", None)):
-        samplers = model.block_conditionals(params)
     else:
-        raise TypeError(
-            f"clamped_kernel: {model!r} has no block Gibbs structure to clamp (an RBM or a model "
-            "with `block_conditionals`); use `clamp(model.distribution(params), mask, values)` "
-            "with any kernel instead."
-        )
+        samplers = model.block_conditionals(params)
     return clamped_block_gibbs(lambda x: model.logdensity(params, x), samplers, m, values)
 
