@@ -17,7 +17,7 @@ from numpyro.infer import MCMC, NUTS, Predictive
 
 import numpyro_ebm
 from numpyro_ebm import BlackJAXKernel, EBMGibbs, EBMSiteGibbs
-from numpyro_ebm.models import GraphIsing, Ising, Potts, lattice_adjacency
+from numpyro_ebm.models import RBM, GraphIsing, Ising, Potts, lattice_adjacency
 from numpyro_ebm.sampling import metropolised_block_step
 
 ISING = Ising((3, 3))
@@ -175,6 +175,31 @@ def test_categorical_potts_site_posterior_vs_enumeration():
     assert_within_mc_error(np.asarray(jax.nn.one_hot(x, 3)), exact)
     # the emission likelihood factorizes over nodes: the colour blocks are exact Gibbs
     assert np.asarray(mcmc.get_extra_fields()["block_states.0.accept_prob"]).min() > 0.999
+
+
+def test_binary_rbm_site_with_a_latent_noise_scale_vs_enumeration():
+    """A latent binary RBM site (support {0, 1}, its free energy couples every visible unit, so
+    the default checkerboard blocks are Metropolis-corrected) observed through Gaussian noise of
+    known scale: the posterior marginals of the 6 units match enumeration."""
+    rbm = RBM(6, 3)
+    keys = jax.random.split(jax.random.key(11), 3)
+    params = {"W": jax.random.normal(keys[0], (6, 3)), "a": 0.3 * jax.random.normal(keys[1], (6,)),
+              "b": 0.3 * jax.random.normal(keys[2], (3,))}
+    obs = jnp.array([0.9, 0.2, 0.6, -0.1, 1.1, 0.4])
+
+    def model(obs):
+        v = numpyro.sample("v", rbm.distribution(params))
+        numpyro.sample("obs", dist.Normal(v, 0.5), obs=obs)
+
+    conf = all_configs((0, 1), 6)
+    lw = -rbm.energy(params, conf) + dist.Normal(conf, 0.5).log_prob(obs).sum(-1)
+    exact = np.asarray(jnp.exp(lw - jax.nn.logsumexp(lw)) @ conf)
+    mcmc = MCMC(EBMGibbs(model=model), num_warmup=100, num_samples=4000, progress_bar=False)
+    mcmc.run(jax.random.key(12), obs, extra_fields=("block_states.0.accept_prob",))
+    v = np.asarray(mcmc.get_samples()["v"])
+    assert set(np.unique(v)) <= {0.0, 1.0}
+    assert_within_mc_error(v, exact)
+    assert 0.1 < float(np.mean(mcmc.get_extra_fields()["block_states.0.accept_prob"])) < 1.0
 
 
 def test_metropolised_block_step_is_exact_on_a_coupled_block():
