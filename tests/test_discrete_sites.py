@@ -177,7 +177,7 @@ def test_categorical_potts_site_posterior_vs_enumeration():
     assert np.asarray(mcmc.get_extra_fields()["block_states.0.accept_prob"]).min() > 0.999
 
 
-def test_binary_rbm_site_with_a_latent_noise_scale_vs_enumeration():
+def test_binary_rbm_site_observed_through_gaussian_noise_vs_enumeration():
     """A latent binary RBM site (support {0, 1}, its free energy couples every visible unit, so
     the default checkerboard blocks are Metropolis-corrected) observed through Gaussian noise of
     known scale: the posterior marginals of the 6 units match enumeration."""

@@ -1,3 +1,5 @@
+# Over ~400 lines on purpose: two models (GraphIsing, Potts) sharing one graph base class (adjacency,
+# colouring, colour-class sweeps, enumeration); the length is mostly their docstrings.
 r"""Discrete models on arbitrary graphs: the Ising model with per-edge couplings
 (:class:`GraphIsing`) and the :math:`q`-state Potts model (:class:`Potts`, on a graph or a
 lattice), each with an exact colour-block Gibbs sampler.

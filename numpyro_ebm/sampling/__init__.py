@@ -17,8 +17,8 @@ from numpyro_ebm.sampling.ebm_gibbs import (
     EBMSiteGibbs,
     EBMSiteGibbsState,
     discrete_ebm_sites,
-    metropolised_block_step,
 )
+from numpyro_ebm.sampling.metropolised_block import metropolised_block_step
 
 __all__ = [
     "BlackJAXKernel",

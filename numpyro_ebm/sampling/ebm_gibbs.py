@@ -1,7 +1,7 @@
 # Over ~400 lines on purpose: one feature, discrete EBM sites inside numpyro.infer.MCMC: the
-# generic Metropolised block-Gibbs step, the block kernel (NumPyro's MCMCKernel protocol, with
-# refresh and wrap_model), the composite EBMGibbs and the BlackJAX block adapter share the site
-# detection and value tables below; the length is mostly their docstrings.
+# block kernel (NumPyro's MCMCKernel protocol, with refresh and wrap_model), the composite
+# EBMGibbs and the BlackJAX block adapter share the site detection and value tables below; the
+# length is mostly their docstrings. The generic step is in sampling/metropolised_block.py.
 r"""Discrete energy-based latent sites inside ``numpyro.infer.MCMC``.
 
 A model such as
@@ -35,9 +35,9 @@ current value (:func:`numpyro.infer.util.potential_energy`): the likelihood term
 that depend on :math:`s` are included without any model-specific derivation (e.g. ``y ~
 Normal(s, 0.8)`` adds a field :math:`y_i / 0.8^2` to the Ising spins).
 
-**The kernel** (:func:`metropolised_block_step`). The coordinates of the site are split into
-blocks :math:`B` (boolean masks over the event; by default the two checkerboard colours, or a
-model's graph colouring: ``blocks={"s": ising}``). For a block, every single-site conditional
+**The kernel** (:func:`~numpyro_ebm.sampling.metropolised_block.metropolised_block_step`). The
+coordinates of the site are split into blocks :math:`B` (boolean masks over the event; by
+default the two checkerboard colours, or a model's graph colouring: ``blocks={"s": ising}``). For a block, every single-site conditional
 :math:`p(s_i = v \mid s_{-i})`, :math:`i \in B`, is evaluated at once (one batched evaluation
 of :math:`U` at :math:`|B| \cdot K` configurations, :math:`K` values per coordinate), all
 :math:`s_i` are redrawn from them in parallel, :math:`q(s' \mid s) = \prod_{i\in B}
@@ -74,6 +74,7 @@ from numpyro.infer.util import potential_energy
 from numpyro.util import identity
 
 from numpyro_ebm.distribution import Unnormalized
+from numpyro_ebm.sampling.metropolised_block import metropolised_block_step
 
 __all__ = [
     "BlackJAXBlock",
@@ -82,7 +83,6 @@ __all__ = [
     "EBMSiteGibbsState",
     "discrete_ebm_sites",
     "ebm_initialized",
-    "metropolised_block_step",
     "site_values",
 ]
 
@@ -185,74 +185,6 @@ def ebm_initialized(model):
     if isinstance(model, functools.partial) and model.func is _with_ebm_init:
         return model
     return functools.partial(_with_ebm_init, model)
-
-
-# ----------------------------------------------------------------------------- the generic step
-
-
-def _block_logps(logdensity_fn, flat, shape, idx, table, chunk_size):
-    """``(m, K)``: log density with coordinate ``idx[i]`` set to ``table[k]``, others fixed."""
-    m, k = idx.size, table.size
-    rows = np.arange(m * k)
-    cand = jnp.broadcast_to(flat, (m * k, flat.size)).at[rows, np.repeat(idx, k)].set(
-        jnp.tile(table, m))
-    fn = lambda x: logdensity_fn(jnp.reshape(x, shape))  # noqa: E731
-    if chunk_size is None:  # about 2^19 entries per batch: memory-bound models run faster
-        chunk_size = max(1, 2**19 // max(flat.size, 1))
-    if m * k <= chunk_size:
-        out = jax.vmap(fn)(cand)
-    else:
-        out = jax.lax.map(fn, cand, batch_size=chunk_size)
-    return jnp.reshape(out, (m, k))
-
-
-def metropolised_block_step(rng_key, x, logdensity_fn, idx, values, chunk_size=None):
-    r"""One exact Metropolised block-Gibbs update of the coordinates ``idx`` of ``x``.
-
-    Draws every :math:`x_i`, :math:`i \in` ``idx``, from its single-site conditional
-    :math:`p(x_i \mid x_{-i})` at the current ``x`` (in parallel) and accepts the joint move with
-    the Metropolis-Hastings ratio (module docstring): invariant for ``exp(logdensity_fn)``
-    whatever the block; always accepted when the block's conditional factorizes.
-
-    :param rng_key: a JAX key.
-    :param x: the current configuration, any shape, entries in ``values``.
-    :param logdensity_fn: :math:`\log\pi` up to a constant, ``x -> ()``.
-    :param idx: flat indices of the block, a static 1-D integer NumPy array.
-    :param values: the ``K`` values of one coordinate, a 1-D array.
-    :param int chunk_size: evaluate the ``len(idx) * K`` configurations this many at a time
-        (``lax.map``); default about :math:`2^{19}` entries (``chunk_size * x.size``) per batch.
-
-    Cost: ``2 * len(idx) * K`` evaluations of ``logdensity_fn`` (one batched call at ``x`` and
-    one at the proposal; one for a single coordinate), so a sweep over all ``N`` coordinates of a
-    generic model is :math:`O(K N)` evaluations, :math:`O(K N^2)` work for a model whose log
-    density touches every coordinate.
-    :return: ``(x, logdensity, accepted, flips)``: the new configuration, its log density, whether
-        the move was accepted and how many coordinates changed.
-    """
-    shape = x.shape
-    flat = jnp.ravel(x)
-    table = jnp.asarray(values, flat.dtype)
-    idx = np.asarray(idx)
-    key_draw, key_accept = random.split(rng_key)
-    logps = _block_logps(logdensity_fn, flat, shape, idx, table, chunk_size)
-    current = jnp.argmax(flat[idx][:, None] == table[None, :], axis=1)
-    rows = jnp.arange(idx.size)
-    logp_x = logps[0, current[0]]
-    new = random.categorical(key_draw, logps, axis=1)
-    new_flat = flat.at[idx].set(table[new])
-    flips = jnp.sum(new != current)
-    if idx.size == 1:  # a single coordinate: exact Gibbs, the ratio is 1
-        return jnp.reshape(new_flat, shape), logps[0, new[0]], jnp.array(True), flips
-    logq = logps - jax.nn.logsumexp(logps, axis=1, keepdims=True)
-    logps_new = _block_logps(logdensity_fn, new_flat, shape, idx, table, chunk_size)
-    logq_new = logps_new - jax.nn.logsumexp(logps_new, axis=1, keepdims=True)
-    logp_new = logps_new[0, new[0]]
-    log_ratio = logp_new + jnp.sum(logq_new[rows, current]) - logp_x - jnp.sum(logq[rows, new])
-    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-    accept = jnp.log(random.uniform(key_accept)) < log_ratio
-    out = jnp.where(accept, new_flat, flat)
-    return jnp.reshape(out, shape), jnp.where(accept, logp_new, logp_x), accept, jnp.where(
-        accept, flips, 0)
 
 
 # ----------------------------------------------------------------------------- the block kernel
