@@ -51,7 +51,7 @@ from numpyro_ebm.datasets import binary_test_image  # noqa: E402
 from numpyro_ebm.models import Ising  # noqa: E402
 
 
-def log_partition_table(rng_key, ising, grid, num_chains=8, num_burn=100, num_steps=300):
+def log_partition_table(rng_key, ising, grid, num_chains=8, num_burn=300, num_steps=300):
     """log Z(J) (zero field) on ``grid`` (starting at 0) by thermodynamic integration:
     log Z(0) = N log 2 and d log Z / dJ = E_J[B(y)], B the bond sum, estimated with the model's
     own Gibbs sampler at each grid point and integrated by the trapezoid rule."""
@@ -164,7 +164,7 @@ def main():
                                   results.items()], ("E[y | x] (Gibbs)", mean)]
     if args.mcmc_size:
         panels += mcmc_restoration(args, clean, noisy, prior)
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.4))
     for ax, (title, img) in zip(axes, panels):
         ax.imshow(jnp.asarray(img), cmap="gray", vmin=-1, vmax=1)
         ax.set_title(title, fontsize=9)

@@ -221,6 +221,13 @@ def test_metropolised_block_step_is_exact_on_a_coupled_block():
     _, (xs, acc) = jax.lax.scan(step, jnp.zeros(4), jax.random.split(jax.random.key(6), 20000))
     assert 0.05 < float(acc.mean()) < 0.95
     assert_within_mc_error(xs, exact)
+    # evaluating the candidates in chunks (lax.map) is the same step
+    x0 = jnp.array([1.0, 0, 1, 0])
+    a = metropolised_block_step(jax.random.key(7), x0, logdensity_fn, np.arange(4), (0, 1))
+    b = metropolised_block_step(jax.random.key(7), x0, logdensity_fn, np.arange(4), (0, 1),
+                                chunk_size=3)
+    assert_allclose(a[0], b[0])
+    assert_allclose(a[1], b[1], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- graph models
