@@ -202,6 +202,29 @@ def test_binary_rbm_site_observed_through_gaussian_noise_vs_enumeration():
     assert 0.1 < float(np.mean(mcmc.get_extra_fields()["block_states.0.accept_prob"])) < 1.0
 
 
+def test_mixed_model_bernoulli_switch_and_ising_field_vs_enumeration():
+    """An ordinary discrete site (Bernoulli) next to the EBM site: both updated exactly by the
+    same kernel; the switch sets the Ising field."""
+
+    def model(y):
+        z = numpyro.sample("z", dist.Bernoulli(0.3))
+        s = numpyro.sample("s", ISING.distribution({"J": 0.3, "h": 0.6 * (2.0 * z - 1.0)}))
+        numpyro.sample("y", dist.Normal(s, SIGMA), obs=y)
+
+    s = all_configs((-1, 1), 9).reshape(-1, 3, 3)
+    lw = jnp.stack([jnp.log(p) - ISING.energy({"J": 0.3, "h": h}, s) - ISING.log_partition(
+        {"J": 0.3, "h": h}) + dist.Normal(s, SIGMA).log_prob(Y).sum((-2, -1))
+        for p, h in ((0.7, -0.6), (0.3, 0.6))])
+    w = jnp.exp(lw - jax.nn.logsumexp(lw))
+    mcmc = MCMC(EBMGibbs(model=model, blocks={"s": ISING}), num_warmup=100, num_samples=4000,
+                progress_bar=False)
+    mcmc.run(jax.random.key(13), Y)
+    samples = mcmc.get_samples()
+    assert_within_mc_error(samples["z"], float(w[1].sum()))
+    assert_within_mc_error(np.asarray(samples["s"] > 0),
+                           np.asarray(jnp.einsum("zk,kij->ij", w, (s > 0).astype(jnp.float32))))
+
+
 def test_metropolised_block_step_is_exact_on_a_coupled_block():
     """A block whose coordinates are coupled (one block = all 4 units of a dense binary model):
     the MH correction keeps the chain exact (checked against enumeration)."""
@@ -327,14 +350,14 @@ def test_ebm_gibbs_errors():
     with pytest.raises(ValueError, match="exactly once"):
         MCMC(EBMGibbs(model=fixed_j_model, blocks={"s": [np.ones((3, 3), bool)] * 2}),
              num_warmup=1, num_samples=1, progress_bar=False).run(jax.random.key(0), Y)
-    with pytest.raises(ValueError, match="not latent discrete Unnormalized"):
+    with pytest.raises(ValueError, match="not latent discrete sites"):
         MCMC(EBMSiteGibbs(fixed_j_model, sites=["y"]), num_warmup=1, num_samples=1,
              progress_bar=False).run(jax.random.key(0), Y)
 
     def no_ebm(y):
         numpyro.sample("y", dist.Normal(numpyro.sample("m", dist.Normal()), 1.0), obs=y)
 
-    with pytest.raises(ValueError, match="no latent discrete Unnormalized"):
+    with pytest.raises(ValueError, match="no latent discrete site"):
         MCMC(EBMGibbs(NUTS(no_ebm)), num_warmup=1, num_samples=1, progress_bar=False).run(
             jax.random.key(0), Y)
     assert numpyro_ebm.EBMGibbs is EBMGibbs

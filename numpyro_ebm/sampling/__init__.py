@@ -17,6 +17,7 @@ from numpyro_ebm.sampling.ebm_gibbs import (
     EBMSiteGibbs,
     EBMSiteGibbsState,
     discrete_ebm_sites,
+    discrete_gibbs_sites,
 )
 from numpyro_ebm.sampling.metropolised_block import metropolised_block_step
 
@@ -42,6 +43,7 @@ __all__ = [
     "EBMSiteGibbs",
     "EBMSiteGibbsState",
     "discrete_ebm_sites",
+    "discrete_gibbs_sites",
     "metropolised_block_step",
     "clamp",
     "clamped_block_gibbs",

@@ -82,6 +82,7 @@ __all__ = [
     "EBMSiteGibbs",
     "EBMSiteGibbsState",
     "discrete_ebm_sites",
+    "discrete_gibbs_sites",
     "ebm_initialized",
     "site_values",
 ]
@@ -111,15 +112,29 @@ def discrete_ebm_sites(model_trace) -> tuple:
     )
 
 
-def _discrete_ebm_sites_or_raise(model_trace) -> tuple:
-    names = discrete_ebm_sites(model_trace)
+def discrete_gibbs_sites(model_trace) -> tuple:
+    """The latent sites :class:`EBMSiteGibbs` updates by default: the discrete EBM sites
+    (:func:`discrete_ebm_sites`) and every other latent site with a discrete support
+    (``Bernoulli``, ``Categorical``, ...) not marked ``infer={"enumerate": "parallel"}``."""
+    return tuple(
+        name
+        for name, site in model_trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and site["fn"].support.is_discrete
+        and site["infer"].get("enumerate", "") != "parallel"
+    )
+
+
+def _discrete_sites_or_raise(model_trace) -> tuple:
+    names = discrete_gibbs_sites(model_trace)
     if not names:
-        raise ValueError(_NO_EBM_SITE)
+        raise ValueError(_NO_DISCRETE_SITE)
     return names
 
 
-_NO_EBM_SITE = (
-    "EBMGibbs: the model has no latent discrete Unnormalized site (e.g. "
+_NO_DISCRETE_SITE = (
+    "EBMGibbs: the model has no latent discrete site (e.g. a discrete EBM site "
     "`numpyro.sample('s', Ising(shape).distribution(params))`); use NUTS directly."
 )
 
@@ -252,8 +267,10 @@ class EBMSiteGibbs(MCMCKernel):
     latent sites are those). Most users want :class:`EBMGibbs`, which composes it with NUTS.
 
     :param model: the NumPyro model.
-    :param sites: the site names to update (default: every latent discrete
-        :class:`~numpyro_ebm.Unnormalized` site, :func:`discrete_ebm_sites`).
+    :param sites: the site names to update (default: every latent discrete site,
+        :func:`discrete_gibbs_sites`: the discrete :class:`~numpyro_ebm.Unnormalized` sites and
+        ordinary discrete sites such as ``Bernoulli`` or ``Categorical``, which get the same
+        exact update).
     :param blocks: ``{site: spec}``; ``spec`` is ``"checkerboard"`` (default: the two parity
         classes of the event array), ``"single_site"``, a model with ``colour_masks``
         (``Ising``, ``GraphIsing``, ``Potts``: its graph colouring) or a sequence of boolean masks
@@ -297,15 +314,15 @@ class EBMSiteGibbs(MCMCKernel):
         return f"EBM acc. {float(state.accept_prob):.2f}, flips {float(state.flip_rate):.2f}"
 
     def _resolve(self, model_trace):
-        found = discrete_ebm_sites(model_trace)
+        found = discrete_gibbs_sites(model_trace)
         names = found if self._site_spec is None else self._site_spec
         if not names:
-            raise ValueError(_NO_EBM_SITE)
+            raise ValueError(_NO_DISCRETE_SITE)
         unknown = [n for n in names if n not in found]
         if unknown:
             raise ValueError(
-                f"EBMGibbs: site(s) {unknown} are not latent discrete Unnormalized sites of the "
-                f"model; its discrete EBM sites are {list(found)}."
+                f"EBMGibbs: site(s) {unknown} are not latent discrete sites of the model; its "
+                f"latent discrete sites are {list(found)}."
             )
         extra = sorted(set(self._blocks) - set(names)) + sorted(set(self._values) - set(names))
         if extra:
@@ -322,7 +339,7 @@ class EBMSiteGibbs(MCMCKernel):
                     f"{site['fn'].support}); pass `values={{{name!r}: (v1, v2, ...)}}`."
                 )
             shape = tuple(jnp.shape(site["value"]))
-            event_shape = tuple(_ebm_of(site["fn"]).event_shape)
+            event_shape = tuple((_ebm_of(site["fn"]) or site["fn"]).event_shape)
             masks = _masks_of(name, self._blocks.get(name), shape, event_shape)
             plan.append((name, vals, tuple(np.flatnonzero(m.ravel()) for m in masks)))
         return tuple(plan)
@@ -347,7 +364,6 @@ class EBMSiteGibbs(MCMCKernel):
         z = {}
         for name, vals, _ in self._plan:
             value = jnp.asarray(init_params.get(name, tr[name]["value"]))
-            value = value.astype(jnp.result_type(float, value.dtype))
             if not isinstance(value, jax.core.Tracer) and not np.all(
                 np.isin(np.asarray(value), vals)
             ):
@@ -555,7 +571,7 @@ class EBMGibbs(Gibbs):
         wrapped = ebm_initialized(model)
         site_kernel = EBMSiteGibbs(wrapped, sites=sites, blocks=blocks, values=values,
                                    num_sweeps=num_sweeps, chunk_size=chunk_size)
-        spec = _discrete_ebm_sites_or_raise if sites is None else ((sites,) if isinstance(sites, str)
+        spec = _discrete_sites_or_raise if sites is None else ((sites,) if isinstance(sites, str)
                                                          else tuple(sites))
         block_list = [(site_kernel, spec)]
         if isinstance(inner_kernel, MCMCKernel):
