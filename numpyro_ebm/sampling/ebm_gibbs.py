@@ -385,19 +385,38 @@ class EBMSiteGibbs(MCMCKernel):
         accepts, flips, num_coords, logp = [], 0, 0, None
         for _ in range(self._num_sweeps):
             for name, vals, block_idx in self._plan:
-                for idx in block_idx:
-                    rng_key, key = random.split(rng_key)
+                others = {k: v for k, v in z.items() if k != name}
 
-                    def logdensity_fn(x, name=name):
-                        return -potential_fn({**z, name: x})
+                def logdensity_fn(x, name=name, others=others):
+                    return -potential_fn({**others, name: x})
 
+                def step(x, inp, vals=vals, logdensity_fn=logdensity_fn):
+                    key, idx = inp
                     x, logp, accepted, flipped = metropolised_block_step(
-                        key, z[name], logdensity_fn, idx, vals, self._chunk_size)
-                    z[name] = x
-                    accepts.append(accepted)
-                    flips = flips + flipped
-                    num_coords += idx.size
-        accept_prob = jnp.mean(jnp.stack(accepts).astype(jnp.result_type(float)))
+                        key, x, logdensity_fn, idx, vals, self._chunk_size)
+                    return x, (logp, accepted, flipped)
+
+                rng_key, key = random.split(rng_key)
+                keys = random.split(key, len(block_idx))
+                if len(block_idx) > 4 and len({idx.size for idx in block_idx}) == 1:
+                    # many equal blocks (single sites, a colouring of a large graph): one scan,
+                    # not an unrolled loop, so the program stays small
+                    x, (logps, accepted, flipped) = jax.lax.scan(
+                        step, z[name], (keys, jnp.asarray(np.stack(block_idx))))
+                    logp = logps[-1]
+                else:
+                    x, out = z[name], []
+                    for key_b, idx in zip(keys, block_idx):
+                        x, o = step(x, (key_b, idx))
+                        out.append(o)
+                    logp = out[-1][0]
+                    accepted = jnp.stack([o[1] for o in out])
+                    flipped = jnp.stack([o[2] for o in out])
+                z[name] = x
+                accepts.append(accepted)
+                flips = flips + jnp.sum(flipped)
+                num_coords += sum(idx.size for idx in block_idx)
+        accept_prob = jnp.mean(jnp.concatenate(accepts).astype(jnp.result_type(float)))
         flip_rate = flips / num_coords
         return EBMSiteGibbsState(z, -logp, accept_prob, flip_rate, rng_key)
 

@@ -29,10 +29,10 @@ __all__ = ["metropolised_block_step"]
 
 def _block_logps(logdensity_fn, flat, shape, idx, table, chunk_size):
     """``(m, K)``: log density with coordinate ``idx[i]`` set to ``table[k]``, others fixed."""
-    m, k = idx.size, table.size
+    m, k = idx.shape[0], table.size
     rows = np.arange(m * k)
-    cand = jnp.broadcast_to(flat, (m * k, flat.size)).at[rows, np.repeat(idx, k)].set(
-        jnp.tile(table, m))
+    cols = jnp.repeat(idx, k, total_repeat_length=m * k)
+    cand = jnp.broadcast_to(flat, (m * k, flat.size)).at[rows, cols].set(jnp.tile(table, m))
     fn = lambda x: logdensity_fn(jnp.reshape(x, shape))  # noqa: E731
     if chunk_size is None:  # about 2^19 entries per batch: memory-bound models run faster
         chunk_size = max(1, 2**19 // max(flat.size, 1))
@@ -54,7 +54,8 @@ def metropolised_block_step(rng_key, x, logdensity_fn, idx, values, chunk_size=N
     :param rng_key: a JAX key.
     :param x: the current configuration, any shape, entries in ``values``.
     :param logdensity_fn: :math:`\log\pi` up to a constant, ``x -> ()``.
-    :param idx: flat indices of the block, a static 1-D integer NumPy array.
+    :param idx: flat indices of the block, a 1-D integer array (its length is static; the
+        indices may be traced, e.g. scanned over equal-size blocks).
     :param values: the ``K`` values of one coordinate, a 1-D array.
     :param int chunk_size: evaluate the ``len(idx) * K`` configurations this many at a time
         (``lax.map``); default about :math:`2^{19}` entries (``chunk_size * x.size``) per batch.
@@ -69,16 +70,16 @@ def metropolised_block_step(rng_key, x, logdensity_fn, idx, values, chunk_size=N
     shape = x.shape
     flat = jnp.ravel(x)
     table = jnp.asarray(values, flat.dtype)
-    idx = np.asarray(idx)
+    idx = jnp.asarray(idx)
     key_draw, key_accept = random.split(rng_key)
     logps = _block_logps(logdensity_fn, flat, shape, idx, table, chunk_size)
     current = jnp.argmax(flat[idx][:, None] == table[None, :], axis=1)
-    rows = jnp.arange(idx.size)
+    rows = jnp.arange(idx.shape[0])
     logp_x = logps[0, current[0]]
     new = random.categorical(key_draw, logps, axis=1)
     new_flat = flat.at[idx].set(table[new])
     flips = jnp.sum(new != current)
-    if idx.size == 1:  # a single coordinate: exact Gibbs, the ratio is 1
+    if idx.shape[0] == 1:  # a single coordinate: exact Gibbs, the ratio is 1
         return jnp.reshape(new_flat, shape), logps[0, new[0]], jnp.array(True), flips
     logq = logps - jax.nn.logsumexp(logps, axis=1, keepdims=True)
     logps_new = _block_logps(logdensity_fn, new_flat, shape, idx, table, chunk_size)
