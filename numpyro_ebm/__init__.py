@@ -56,6 +56,8 @@ from numpyro_ebm.evaluation.tempering import (
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.block_gibbs import block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
+from numpyro_ebm.sampling.clamp import clamp, clamped_kernel, embed
+from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
 from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -146,4 +148,10 @@ __all__ = [
     "stepping_stone",
     "tempering_summary",
     "tune_ladder",
+    # issue 12: discrete EBM sites in MCMC, clamped sampling
+    "EBMGibbs",
+    "EBMSiteGibbs",
+    "clamp",
+    "clamped_kernel",
+    "embed",
 ]

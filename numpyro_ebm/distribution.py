@@ -28,6 +28,36 @@ _SAMPLE_ERROR = (
 )
 
 
+def _site_name_of(fn) -> str | None:
+    """Best effort: the name of the NumPyro sample site whose distribution ``fn`` is being
+    sampled (found in the calling frames' ``msg``), for error messages only."""
+    import inspect
+
+    frame = inspect.currentframe()
+    for _ in range(40):
+        if frame is None:
+            return None
+        msg = frame.f_locals.get("msg")
+        if isinstance(msg, dict) and msg.get("fn") is fn and isinstance(msg.get("name"), str):
+            return msg["name"]
+        frame = frame.f_back
+    return None
+
+
+def _discrete_sample_error(fn) -> str:
+    name = _site_name_of(fn)
+    where = f"site {name!r}" if name else "a sample site"
+    return (
+        f"Unnormalized: {where} is a latent discrete energy-based site (support {fn.support}, "
+        f"event shape {tuple(fn.event_shape)}), which has no exact sampler and which NUTS/HMC, "
+        "BlackJAXKernel, DiscreteHMCGibbs and MixedHMC cannot sample (no gradients, no "
+        "enumeration). Run MCMC with `numpyro_ebm.EBMGibbs(NUTS(model))` (or "
+        "`EBMGibbs(model=model)` when every latent site is discrete): it updates the site by "
+        "exact-conditional block Gibbs given the other sites. To draw from the EBM alone use "
+        "`model.sample(...)` / `numpyro_ebm.sample_chains(...)`."
+    )
+
+
 class Unnormalized(Distribution):
     r"""An unnormalized density :math:`p(x) \propto \exp(-E(x))` as a NumPyro distribution.
 
@@ -176,6 +206,8 @@ class Unnormalized(Distribution):
         return log_prob
 
     def sample(self, key, sample_shape=()):
+        if self._support.is_discrete:
+            raise NotImplementedError(_discrete_sample_error(self))
         raise NotImplementedError(_SAMPLE_ERROR)
 
     def expand(self, batch_shape):

@@ -30,8 +30,10 @@ from numpyro_ebm.models import (
     RBM,
     ExponentialFamily,
     GaussianBernoulliRBM,
+    GraphIsing,
     LinearChainCRF,
     LinearChainCRFModel,
+    Potts,
     ProductOfExperts,
     RBMBase,
     gaussian_statistics,
@@ -71,6 +73,13 @@ CASES = {
     "poe": lambda: (ProductOfExperts(dist.Normal(0.0, 1.0).expand([2]).to_event(1),
                                      lambda x: 0.1 * jnp.sum(x**4, -1), event_shape=(2,)),
                     jax.random.normal(jax.random.key(0), (10, 2)), False, False),
+    # issue 12: discrete models on graphs
+    "graph_ising": lambda: (GraphIsing(np.array([[0, 1, 0.5, 0], [1, 0, 1, 0], [0.5, 1, 0, 2],
+                                                 [0, 0, 2, 0]], np.float32)),
+                            2.0 * bits(jax.random.key(0), 10, 4) - 1.0, True, True),
+    "potts": lambda: (Potts(3, shape=(2, 3)),
+                      jax.random.randint(jax.random.key(0), (10, 2, 3), 0, 3).astype(jnp.float32),
+                      True, True),
 }
 
 

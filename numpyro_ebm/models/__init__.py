@@ -11,6 +11,7 @@ from numpyro_ebm.models.crf import (
 )
 from numpyro_ebm.models.dbm import DBM, DBMState
 from numpyro_ebm.models.expfam import ExponentialFamily, gaussian_statistics
+from numpyro_ebm.models.graph import GraphIsing, Potts, graph_colouring, lattice_adjacency
 from numpyro_ebm.models.ising import Ising, spin
 from numpyro_ebm.models.product import ProductOfExperts, as_energy, gaussian_product
 from numpyro_ebm.models.rbm import (
@@ -53,4 +54,9 @@ __all__ = [
     "onsager_energy_per_site",
     "onsager_magnetization",
     "spin",
+    # issue 12: discrete models on graphs
+    "GraphIsing",
+    "Potts",
+    "graph_colouring",
+    "lattice_adjacency",
 ]

@@ -2,6 +2,7 @@
 
 from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
+from numpyro_ebm.sampling.clamp import clamp, clamped_block_gibbs, clamped_kernel, embed
 from numpyro_ebm.sampling.discrete import GibbsInfo
 from numpyro_ebm.sampling.distributed import (
     chain_sharding,
@@ -10,9 +11,18 @@ from numpyro_ebm.sampling.distributed import (
     replicate,
     shard_chains,
 )
+from numpyro_ebm.sampling.ebm_gibbs import (
+    BlackJAXBlock,
+    EBMGibbs,
+    EBMSiteGibbs,
+    EBMSiteGibbsState,
+    discrete_ebm_sites,
+    discrete_gibbs_sites,
+)
 from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
+from numpyro_ebm.sampling.metropolised_block import metropolised_block_step
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 from numpyro_ebm.sampling.tempering import (
     PTInfo,
@@ -68,4 +78,16 @@ __all__ = [
     "gather",
     "replicate",
     "shard_chains",
+    # issue 12: discrete EBM sites in MCMC, clamped sampling
+    "BlackJAXBlock",
+    "EBMGibbs",
+    "EBMSiteGibbs",
+    "EBMSiteGibbsState",
+    "discrete_ebm_sites",
+    "discrete_gibbs_sites",
+    "metropolised_block_step",
+    "clamp",
+    "clamped_block_gibbs",
+    "clamped_kernel",
+    "embed",
 ]
