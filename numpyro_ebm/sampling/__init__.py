@@ -12,7 +12,6 @@ from numpyro_ebm.sampling.distributed import (
     shard_chains,
 )
 from numpyro_ebm.sampling.ebm_gibbs import (
-    BlackJAXBlock,
     EBMGibbs,
     EBMSiteGibbs,
     EBMSiteGibbsState,
@@ -79,7 +78,6 @@ __all__ = [
     "replicate",
     "shard_chains",
     # issue 12: discrete EBM sites in MCMC, clamped sampling
-    "BlackJAXBlock",
     "EBMGibbs",
     "EBMSiteGibbs",
     "EBMSiteGibbsState",

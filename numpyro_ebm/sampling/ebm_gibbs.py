@@ -77,7 +77,6 @@ from numpyro_ebm.distribution import Unnormalized
 from numpyro_ebm.sampling.metropolised_block import metropolised_block_step
 
 __all__ = [
-    "BlackJAXBlock",
     "EBMGibbs",
     "EBMSiteGibbs",
     "EBMSiteGibbsState",
@@ -445,76 +444,7 @@ class EBMSiteGibbs(MCMCKernel):
 # ----------------------------------------------------------------------------- BlackJAX blocks
 
 
-class BlackJAXBlock(MCMCKernel):
-    r"""A :class:`~numpyro_ebm.BlackJAXKernel` usable as a block of ``numpyro.infer.gibbs.Gibbs``
-    (which needs ``refresh`` and ``wrap_model``): it builds ``BlackJAXKernel(kernel,
-    model=model, **options)`` and, on ``refresh``, re-initializes the BlackJAX state at the same
-    position under the new conditioning (its cached log density and gradient belong to the old
-    one; a stale cache would make the accept step target the wrong conditional).
-
-    :param kernel: a BlackJAX factory, e.g. ``functools.partial(blackjax.mala, step_size=0.1)``
-        or ``blackjax.nuts`` with ``adapt=True``.
-    :param model: the NumPyro model.
-    :param options: ``BlackJAXKernel`` keyword arguments (``adapt``, ``init_strategy``, the
-        algorithm's parameters).
-    """
-
-    sample_field = "z"
-
-    def __init__(self, kernel, model, **options):
-        from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel
-
-        self._kernel, self._options = kernel, options
-        self._inner = BlackJAXKernel(kernel, model=model, **options)
-
-    @property
-    def model(self):
-        return self._inner.model
-
-    @property
-    def default_fields(self):
-        return self._inner.default_fields
-
-    def get_diagnostics_str(self, state):
-        return self._inner.get_diagnostics_str(state)
-
-    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
-        return self._inner.init(rng_key, num_warmup, init_params, model_args, model_kwargs)
-
-    def sample(self, state, model_args, model_kwargs):
-        return self._inner.sample(state, model_args, model_kwargs)
-
-    def postprocess_fn(self, model_args, model_kwargs):
-        return self._inner.postprocess_fn(model_args, model_kwargs)
-
-    def refresh(self, state, model_args, model_kwargs):
-        from numpyro_ebm.sampling.chains import build_algorithm
-
-        model = seed(self.model, random.key(0))
-
-        def logdensity_fn(z):
-            return -potential_energy(model, model_args, model_kwargs or {}, z)
-
-        factory = functools.partial(self._kernel, **{**self._algorithm_kwargs(), **state.parameters})
-        algorithm = build_algorithm(factory, logdensity_fn)
-        rng_key, key_init = random.split(state.rng_key)
-        sampler_state = algorithm.init(state.sampler_state.position, key_init)
-        return state._replace(sampler_state=sampler_state, rng_key=rng_key)
-
-    def _algorithm_kwargs(self):
-        return {k: v for k, v in self._options.items() if k not in ("adapt", "init_strategy")}
-
-    def wrap_model(self, wrapper):
-        return BlackJAXBlock(self._kernel, wrapper(self.model), **self._options)
-
-
 # ----------------------------------------------------------------------------- the composite
-
-
-def _is_blackjax_kernel(kernel) -> bool:
-    from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel
-
-    return isinstance(kernel, BlackJAXKernel)
 
 
 class EBMGibbs(Gibbs):
@@ -526,11 +456,12 @@ class EBMGibbs(Gibbs):
     ``Predictive`` and ArviZ work as usual. See the module docstring for the conditional and the
     kernel.
 
-    :param inner_kernel: the kernel of the continuous sites: NumPyro's ``NUTS``/``HMC`` (or any
-        ``MCMCKernel`` implementing ``refresh`` and ``wrap_model``), or a BlackJAX factory
+    :param inner_kernel: the kernel of the continuous sites: NumPyro's ``NUTS``/``HMC``, a
+        :class:`~numpyro_ebm.BlackJAXKernel` built on the model (or any ``MCMCKernel``
+        implementing ``refresh`` and ``wrap_model``), or a BlackJAX factory
         (``functools.partial(blackjax.mala, step_size=0.1)``, ``blackjax.nuts``) together with
-        ``model=`` (then run through :class:`BlackJAXBlock`; ``blackjax_options`` are passed to
-        ``BlackJAXKernel``, e.g. ``{"adapt": True}``). ``None`` when every latent site is a
+        ``model=`` (then wrapped in ``BlackJAXKernel(factory, model=model, **blackjax_options)``,
+        e.g. ``blackjax_options={"adapt": True}``). ``None`` when every latent site is a
         discrete EBM site (then pass ``model=``).
     :param model: the model, when ``inner_kernel`` is ``None`` or a BlackJAX factory.
     :param sites, blocks, values, num_sweeps, chunk_size: as :class:`EBMSiteGibbs`.
@@ -557,14 +488,6 @@ class EBMGibbs(Gibbs):
 
     def __init__(self, inner_kernel=None, *, model=None, sites=None, blocks=None, values=None,
                  num_sweeps: int = 1, chunk_size=None, blackjax_options=None):
-        if _is_blackjax_kernel(inner_kernel):
-            raise TypeError(
-                "EBMGibbs: pass the BlackJAX algorithm itself with the model, e.g. "
-                "`EBMGibbs(functools.partial(blackjax.mala, step_size=0.1), model=model)` "
-                "(options of BlackJAXKernel as `blackjax_options={...}`), not a built "
-                "BlackJAXKernel: a Gibbs block must re-initialize its sampler whenever the "
-                "discrete sites move, which BlackJAXKernel does not implement (`refresh`)."
-            )
         if isinstance(inner_kernel, MCMCKernel):
             inner_model = getattr(inner_kernel, "model", None)
             if inner_model is None:
@@ -596,8 +519,10 @@ class EBMGibbs(Gibbs):
         if isinstance(inner_kernel, MCMCKernel):
             block_list.append((inner_kernel.wrap_model(lambda _: wrapped), None))
         elif inner_kernel is not None:
-            block_list.append((BlackJAXBlock(inner_kernel, wrapped, **(blackjax_options or {})),
-                               None))
+            from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel
+
+            block_list.append(
+                (BlackJAXKernel(inner_kernel, model=wrapped, **(blackjax_options or {})), None))
         self._user_model = model
         super().__init__(block_list)
         self.inner_kernel = self._kernels[1] if len(self._kernels) > 1 else None

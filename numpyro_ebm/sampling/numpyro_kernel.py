@@ -19,6 +19,7 @@ the conversion :math:`\log \pi(z) = -U(z)` happens in one place, :func:`logdensi
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable
@@ -588,6 +589,29 @@ class BlackJAXKernel(MCMCKernel):
             one_step, (sampler_state, da_init(step_size0)), random.split(key_steps, num_steps)
         )
         return sampler_state, {"step_size": da_final(da_state)}
+
+    # -- as a block of numpyro.infer.gibbs.Gibbs (e.g. numpyro_ebm.EBMGibbs) ----------------
+
+    def refresh(self, state, model_args, model_kwargs):
+        """Re-initialize the BlackJAX state at the same position under the current model
+        arguments: in a Gibbs sweep the other blocks' sites moved, and the state's cached log
+        density and gradient belong to the old conditional (a stale cache would make the accept
+        step target the wrong density). The tuned parameters are kept."""
+        logdensity_fn = self._logdensity_fn(model_args, model_kwargs)
+        algorithm = build_algorithm(self._factory(state.parameters), logdensity_fn)
+        rng_key, key_init = random.split(state.rng_key)
+        sampler_state = algorithm.init(state.sampler_state.position, key_init)
+        return state._replace(sampler_state=sampler_state, rng_key=rng_key)
+
+    def wrap_model(self, wrapper):
+        """A copy of this kernel on ``wrapper(model)`` (how a Gibbs composite conditions a block
+        on the other blocks' sites)."""
+        if self._model is None:
+            raise ValueError("BlackJAXKernel.wrap_model: this kernel has no `model` to wrap.")
+        new = copy.copy(self)
+        new._model = wrapper(self._model)
+        new._potential_fn_gen = new._postprocess_fn = new._sample_fn = new._init_cache = None
+        return new
 
     def __getstate__(self):
         state = self.__dict__.copy()
