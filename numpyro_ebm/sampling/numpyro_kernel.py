@@ -134,9 +134,9 @@ def check_continuous_latents(
     if discrete:
         raise ValueError(
             f"BlackJAXKernel: the model's latent site(s) {discrete} are discrete; BlackJAXKernel "
-            "samples continuous latent sites only. Observe them, marginalize them out in the "
-            "model, or sample them with a Gibbs kernel (e.g. numpyro.infer.MixedHMC / "
-            "DiscreteHMCGibbs)."
+            "samples continuous latent sites only. Sample the discrete ones by exact Gibbs with "
+            "`numpyro_ebm.EBMGibbs(BlackJAXKernel(...))` (the continuous sites keep this "
+            "kernel), observe them, or marginalize them out in the model."
         )
 
 
