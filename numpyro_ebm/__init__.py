@@ -60,6 +60,18 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
+# issue 13: adversarial training
+# isort: split
+from numpyro_ebm.estimators import (
+    AdversarialEstimation,
+    GeneratorGuide,
+    LogZBound,
+    MLPGenerator,
+    generator_guide,
+    logz_lower_bound,
+    sample_generator,
+)
+
 __version__ = "0.2.0"
 
 __all__ = [
@@ -115,4 +127,12 @@ __all__ = [
     "temperature_schedule",
     "transition_path",
     "ula",
+    # issue 13: adversarial training
+    "AdversarialEstimation",
+    "GeneratorGuide",
+    "LogZBound",
+    "MLPGenerator",
+    "generator_guide",
+    "logz_lower_bound",
+    "sample_generator",
 ]

@@ -47,6 +47,24 @@ from numpyro_ebm.estimators.sites import (
     site_events,
 )
 
+# issue 13: adversarial training
+# isort: split
+from numpyro_ebm.estimators.adversarial import (
+    AdversarialEstimation,
+    LogZBound,
+    logz_lower_bound,
+    sample_generator,
+)
+from numpyro_ebm.estimators.fce import trace_adversary
+from numpyro_ebm.estimators.flows import guide_distribution, sample_and_log_prob
+from numpyro_ebm.estimators.generators import (
+    GeneratorDistribution,
+    GeneratorGuide,
+    MLPGenerator,
+    generator_guide,
+    vera_score,
+)
+
 __all__ = [
     "ANY_SITE",
     "CombinedLoss",
@@ -84,4 +102,17 @@ __all__ = [
     "site_events",
     "sliced_score_matching_loss",
     "split_key",
+    # issue 13: adversarial training
+    "AdversarialEstimation",
+    "GeneratorDistribution",
+    "GeneratorGuide",
+    "LogZBound",
+    "MLPGenerator",
+    "generator_guide",
+    "guide_distribution",
+    "logz_lower_bound",
+    "sample_and_log_prob",
+    "sample_generator",
+    "trace_adversary",
+    "vera_score",
 ]

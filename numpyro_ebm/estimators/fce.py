@@ -71,9 +71,7 @@ def trace_adversary(guide, param_map, model_args, model_kwargs, rng_key):
     guide_tr = trace_model(guide, param_map, model_args, model_kwargs, rng_key)
     guide_names = [k for k, v in guide_tr.items() if v["type"] == "param"]
     reversed_map = dict(param_map)
-    reversed_map.update(
-        reverse_gradient({k: param_map[k] for k in guide_names if k in param_map})
-    )
+    reversed_map.update(reverse_gradient({k: param_map[k] for k in guide_names if k in param_map}))
     adversary_tr = trace_model(guide, reversed_map, model_args, model_kwargs, rng_key)
     return guide_tr, adversary_tr
 
@@ -160,7 +158,9 @@ class FlowContrastiveEstimation(EnergyEstimator):
                 "(e.g. `numpyro_ebm.flow_guide(site_name, event_dim, rng_key)`); got guide="
                 f"{getattr(guide, '__name__', guide)!r}."
             )
-        guide_tr, adversary_tr = trace_adversary(guide, param_map, model_args, model_kwargs, rng_key)
+        guide_tr, adversary_tr = trace_adversary(
+            guide, param_map, model_args, model_kwargs, rng_key
+        )
         return {
             s.name: (
                 guide_distribution(guide_tr, s, _NAME, _FLOW_HINT),
@@ -194,4 +194,3 @@ class FlowContrastiveEstimation(EnergyEstimator):
         if self.flow_mle_weight > 0:
             loss = loss - self.flow_mle_weight * jnp.mean(q.log_prob(x))
         return loss
-

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 import jax
 import jax.nn as jnn
 import jax.numpy as jnp
-
 from numpyro.distributions import TransformedDistribution
 
 from numpyro_ebm._validation import check_int, check_positive
