@@ -114,6 +114,9 @@ class AdversarialEstimation(EnergyEstimator):
     :param float entropy_weight: :math:`\lambda \ge 0` (``1``: the likelihood bound; ``> 1``
         pushes the generator to spread, against mode dropping).
     :param int num_posterior_samples: ``K``, VERA's importance draws per point.
+    :param str posterior_objective: what VERA's posterior scale maximizes: ``"iwae"`` (default)
+        or ``"elbo"`` (VERA's original; see
+        :func:`~numpyro_ebm.estimators.generators.vera_score`).
     :param float alpha: energy-magnitude penalty as in :class:`~numpyro_ebm.ContrastiveDivergence`.
     :param sites: names of the sites to train; ``None``: every continuous observed site.
 
@@ -149,6 +152,7 @@ class AdversarialEstimation(EnergyEstimator):
         *,
         langevin_step_size: float = 1e-2,
         num_posterior_samples: int = 20,
+        posterior_objective: str = "iwae",
         alpha: float = 0.0,
         sites=None,
     ):
@@ -182,6 +186,12 @@ class AdversarialEstimation(EnergyEstimator):
         self.importance_weighting = importance_weighting
         self.entropy_weight = check_float("entropy_weight", entropy_weight, minimum=0.0)
         self.num_posterior_samples = check_int("num_posterior_samples", num_posterior_samples, 1)
+        if posterior_objective not in ("iwae", "elbo"):
+            raise ValueError(
+                f"{_NAME}: `posterior_objective` must be 'iwae' or 'elbo', got "
+                f"{posterior_objective!r}."
+            )
+        self.posterior_objective = posterior_objective
         self.alpha = check_alpha(alpha)
 
     def nonfinite_hint(self) -> str:
@@ -242,7 +252,9 @@ class AdversarialEstimation(EnergyEstimator):
             entropy = -jnp.mean(log_q)
         else:
             y, z0 = q.sample_with_latents(key_q, (n,))
-            score, elbo = vera_score(key_vera, q, y, z0, self.num_posterior_samples)
+            score, elbo = vera_score(
+                key_vera, q, y, z0, self.num_posterior_samples, self.posterior_objective
+            )
             axes = tuple(range(1, y.ndim))
             # value 0; gradient -E[s . dy/dphi] = grad H; and eta ascends the ELBO
             entropy = -jnp.mean(jnp.sum(score * (y - sg(y)), axes)) + (elbo - sg(elbo))

@@ -25,14 +25,22 @@ by self-normalized importance sampling with a variational posterior
 :math:`\xi(z\mid x) = \mathcal N(z; z_0, \operatorname{diag}\eta^2)` centred at the latent
 :math:`z_0` that generated :math:`x`, :math:`\eta \in \mathbb R^k_{>0}` shared by all :math:`x`
 and trained by maximizing the ELBO of :math:`\log q_\phi(x)` at the generator's draws. This is
-exactly what :func:`vera_score` computes, with ``K`` draws :math:`z_j = z_0 + \eta\odot u_j`:
+what :func:`vera_score` computes, with ``K`` draws :math:`z_j = z_0 + \eta\odot u_j`:
 
 .. math::
 
     \log w_j &= \log\mathcal N(z_j; 0, I) + \log\mathcal N(x; g_\phi(z_j), \sigma^2 I)
         - \log \xi(z_j\mid x),\qquad \tilde w = \operatorname{softmax}(\log w),\\
     \hat s(x) &= \sum_j \tilde w_j\,\frac{g_\phi(z_j) - x}{\sigma^2},\qquad
-    \text{ELBO}(\eta) = \frac1K\sum_j \log w_j .
+    \text{ELBO}(\eta) = \frac1K\sum_j \log w_j,\qquad
+    \text{IWAE}(\eta) = \log\frac1K\sum_j w_j .
+
+One deviation from VERA, by default: :math:`\eta` maximizes the ``K``-sample importance-weighted
+bound (IWAE) instead of the ELBO (``posterior_objective="elbo"`` restores VERA's choice). On a
+linear generator against a 2-D Gaussian target (``tests/test_adversarial.py``) the ELBO-trained
+:math:`\eta` leaves KL(q || p) at about 0.12 nats after 4000 updates, the IWAE-trained one at
+about 0.02: the ELBO's mode-seeking :math:`\xi` concentrates the weights on :math:`z_0` and
+under-estimates the entropy gradient (see :func:`vera_score`).
 
 :math:`\hat s` is biased for finite ``K`` (self-normalized), consistent as ``K -> inf``; it is
 exact in the limit where :math:`\xi` is the true posterior (e.g. a linear generator with the
@@ -143,7 +151,9 @@ class GeneratorDistribution(Distribution):
         )
 
 
-def vera_score(rng_key, q: GeneratorDistribution, x, z0, num_posterior_samples: int = 20):
+def vera_score(
+    rng_key, q: GeneratorDistribution, x, z0, num_posterior_samples: int = 20, objective="iwae"
+):
     r"""VERA's importance-sampled score :math:`\hat s(x) \approx \nabla_x \log q(x)` and the ELBO.
 
     :param rng_key: a JAX key.
@@ -152,8 +162,15 @@ def vera_score(rng_key, q: GeneratorDistribution, x, z0, num_posterior_samples: 
     :param x: draws of ``q``, ``(N, *event_shape)``; treated as constants.
     :param z0: their latents, ``(N, latent_dim)``; constants.
     :param int num_posterior_samples: ``K``, importance draws per point.
-    :return: ``(score, elbo)``: ``score`` ``(N, *event_shape)`` (no gradient), ``elbo`` the mean
-        over points of :math:`\frac1K\sum_j \log w_j` (up to an additive constant),
+    :param str objective: what ``eta`` maximizes: ``"iwae"`` (default), the ``K``-sample
+        importance-weighted bound :math:`\log \frac1K\sum_j w_j` (Burda et al. 2016), or
+        ``"elbo"``, VERA's ELBO :math:`\frac1K\sum_j \log w_j`. The ELBO's optimum is a narrow
+        (mode-seeking) proposal around :math:`z_0`, which biases :math:`\hat s` towards the
+        conditional score :math:`(g(z_0) - x)/\sigma^2`, whose entropy gradient in :math:`g`
+        vanishes: the generator then under-disperses. The IWAE bound's optimum covers the
+        posterior better.
+    :return: ``(score, elbo)``: ``score`` ``(N, *event_shape)`` (no gradient), ``elbo`` the
+        objective's mean over points (up to an additive constant),
         differentiable in ``posterior_scale`` only (the generator's parameters and ``sigma``
         enter it as constants).
 
@@ -176,7 +193,10 @@ def vera_score(rng_key, q: GeneratorDistribution, x, z0, num_posterior_samples: 
     weights = jax.nn.softmax(sg(log_w), axis=0)
     weights = weights.reshape(weights.shape + (1,) * (mean.ndim - 2))
     score = jnp.sum(weights * sg(mean - x), 0) / sigma**2
-    elbo = jnp.mean(log_w)
+    if objective == "iwae":
+        elbo = jnp.mean(jax.nn.logsumexp(log_w, axis=0)) - jnp.log(num_posterior_samples)
+    else:
+        elbo = jnp.mean(log_w)
     return sg(score), elbo
 
 
