@@ -56,7 +56,7 @@ DSM_SIGMA = {"eight_gaussians": 0.2, "two_moons": 0.1, "rings": 0.04, "checkerbo
 # adversarial training (issue 13): settings chosen by short tuning runs (see the report)
 ADV_FLOW = {
     "num_updates": 5000, "ebm_lr": 1e-3, "flow_lr": 1e-3, "num_negatives": 256,
-    "langevin_steps": 0, "langevin_step_size": 3e-3, "alpha": 0.0, "flow_mle_weight": 0.0, "clip_norm": None,
+    "langevin_steps": 0, "langevin_step_size": 3e-3, "alpha": 0.0, "clip_norm": None,
 }  # fmt: skip
 ADV_VERA = {
     "num_updates": 5000, "ebm_lr": 1e-3, "generator_lr": 1e-3, "num_negatives": 256,
@@ -169,7 +169,6 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
             langevin_steps=ADV_FLOW["langevin_steps"],
             langevin_step_size=ADV_FLOW["langevin_step_size"],
             alpha=ADV_FLOW["alpha"],
-            flow_mle_weight=ADV_FLOW["flow_mle_weight"],
         )
         return make_model(False), guide, optim, loss, n, {"guide": guide, "bound": True}
     if name == "ADV-VERA":

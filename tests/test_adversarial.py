@@ -366,10 +366,6 @@ def test_errors():
         AdversarialEstimation(entropy_weight=-1.0)
     with pytest.raises(ValueError, match="langevin_step_size"):
         AdversarialEstimation(langevin_step_size=0.0)
-    with pytest.raises(ValueError, match="flow_mle_weight.*entropy='exact'"):
-        AdversarialEstimation(entropy="vera", flow_mle_weight=0.1)
-    with pytest.raises(ValueError, match="flow_mle_weight"):
-        AdversarialEstimation(flow_mle_weight=-0.1)
     with pytest.raises(ValueError, match="posterior_objective"):
         AdversarialEstimation(posterior_objective="kl")
     with pytest.raises(ValueError, match="latent_dim"):

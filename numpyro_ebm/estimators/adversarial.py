@@ -117,11 +117,6 @@ class AdversarialEstimation(EnergyEstimator):
     :param str posterior_objective: what VERA's posterior scale maximizes: ``"iwae"`` (default)
         or ``"elbo"`` (VERA's original; see
         :func:`~numpyro_ebm.estimators.generators.vera_score`).
-    :param float flow_mle_weight: ``w >= 0``: adds the gradient (not the value) of
-        :math:`w\,\operatorname{mean}_b \log q_\phi(x_b)` for the generator, a
-        maximum-likelihood anchor on the data as in FCE (``entropy="exact"`` only). It keeps
-        the flow on the data while the EBM is still far from it (fewer dropped modes, no
-        divergence); at ``q = p_theta = data`` it leaves the game's fixed point unchanged.
     :param float alpha: energy-magnitude penalty as in :class:`~numpyro_ebm.ContrastiveDivergence`.
     :param sites: names of the sites to train; ``None``: every continuous observed site.
 
@@ -158,7 +153,6 @@ class AdversarialEstimation(EnergyEstimator):
         langevin_step_size: float = 1e-2,
         num_posterior_samples: int = 20,
         posterior_objective: str = "iwae",
-        flow_mle_weight: float = 0.0,
         alpha: float = 0.0,
         sites=None,
     ):
@@ -198,12 +192,6 @@ class AdversarialEstimation(EnergyEstimator):
                 f"{posterior_objective!r}."
             )
         self.posterior_objective = posterior_objective
-        self.flow_mle_weight = check_float("flow_mle_weight", flow_mle_weight, minimum=0.0)
-        if self.flow_mle_weight and entropy != "exact":
-            raise ValueError(
-                "`flow_mle_weight > 0` anchors the generator by maximum likelihood on the data "
-                "and needs its exact log density: use entropy='exact' with a flow guide."
-            )
         self.alpha = check_alpha(alpha)
 
     def nonfinite_hint(self) -> str:
@@ -292,10 +280,6 @@ class AdversarialEstimation(EnergyEstimator):
             mean_neg = jnp.mean(energy_neg)
         energy_data = site.dist.energy(x)
         loss = jnp.mean(energy_data) - (mean_neg - sg(mean_neg)) + generator_term
-        if self.flow_mle_weight:
-            # the generator (reversed: it ascends) maximizes log q(data); value 0
-            anchor = self.flow_mle_weight * jnp.mean(q.log_prob(x))
-            loss = loss + (anchor - sg(anchor))
         if self.alpha:
             loss = loss + self.alpha * (jnp.mean(energy_data**2) + jnp.mean(energy_neg**2))
         return loss
