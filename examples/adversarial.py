@@ -74,7 +74,7 @@ def train(dataset, args, rng_key):
         loss = numpyro_ebm.AdversarialEstimation(entropy="vera", langevin_steps=20,
                                                  langevin_step_size=3e-3)  # fmt: skip
     optim = numpyro_ebm.fce_optimizer(
-        guide, ebm_lr=1e-3, flow_lr=1e-3, num_updates=args.num_updates
+        guide, ebm_lr=1e-3, flow_lr=3e-3, num_updates=args.num_updates
     )
     svi = SVI(model, guide, optim, loss=loss)
     result = svi.run(k_train, args.num_updates, data, progress_bar=False)
@@ -113,7 +113,7 @@ def evaluate(dataset, truth, data, test, model, guide, params, args, rng_key):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-updates", type=int, default=3000)
+    parser.add_argument("--num-updates", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="adversarial.png")
     parser.add_argument("--generator", choices=("flow", "vera"), default="flow")

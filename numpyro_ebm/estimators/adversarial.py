@@ -31,7 +31,8 @@ divergence with the generator's draws as negatives,
 Both players move in one SVI step, as in FCE: the guide is traced with its parameters through
 :func:`~numpyro_ebm.estimators.fce.reverse_gradient` (:func:`~numpyro_ebm.estimators.fce.
 trace_adversary`), so the generator ascends what the EBM descends; give each side its own
-learning rate with :func:`numpyro_ebm.fce_optimizer`.
+learning rate with :func:`numpyro_ebm.fce_optimizer`; the generator must be the faster player
+(it has to track :math:`p_\theta`), e.g. ``ebm_lr=1e-3, flow_lr=3e-3`` (docs/estimators.md).
 
 **Entropy.** ``entropy="exact"``: :math:`H(q) = -\mathbb E_q[\log q]` with the guide's exact,
 reparametrized ``log_prob`` (a normalizing flow, :func:`numpyro_ebm.flow_guide`). ``entropy=
@@ -132,7 +133,7 @@ class AdversarialEstimation(EnergyEstimator):
 
         guide = numpyro_ebm.flow_guide("x", 2, jax.random.key(0), loc=data.mean(0),
                                        scale=data.std(0))
-        svi = SVI(model, guide, numpyro_ebm.fce_optimizer(guide, ebm_lr=1e-3, flow_lr=1e-3),
+        svi = SVI(model, guide, numpyro_ebm.fce_optimizer(guide, ebm_lr=1e-3, flow_lr=3e-3),
                   loss=numpyro_ebm.AdversarialEstimation(entropy="exact"))
         params = svi.run(jax.random.key(1), 5000, data).params
         E = numpyro_ebm.energy_fn(model, "x", model_args=(data,))
