@@ -55,8 +55,8 @@ DSM_SIGMA = {"eight_gaussians": 0.2, "two_moons": 0.1, "rings": 0.04, "checkerbo
 
 # adversarial training (issue 13): settings chosen by short tuning runs (see the report)
 ADV_FLOW = {
-    "num_updates": 5000, "ebm_lr": 1e-3, "flow_lr": 3e-3, "num_negatives": 256,
-    "langevin_steps": 0, "langevin_step_size": 3e-3, "alpha": 0.0, "clip_norm": None,
+    "num_updates": 8000, "ebm_lr": 1e-3, "flow_lr": 3e-3, "num_negatives": 256,
+    "langevin_steps": 0, "langevin_step_size": 3e-3, "alpha": 0.1, "clip_norm": None,
 }  # fmt: skip
 ADV_VERA = {
     "num_updates": 5000, "ebm_lr": 1e-3, "generator_lr": 1e-3, "num_negatives": 256,

@@ -67,7 +67,7 @@ def train(dataset, args, rng_key):
         guide = numpyro_ebm.flow_guide(
             "x", 2, k_guide, loc=data.mean(0), scale=data.std(0), flow_layers=args.flow_layers
         )
-        loss = numpyro_ebm.AdversarialEstimation(entropy="exact")
+        loss = numpyro_ebm.AdversarialEstimation(entropy="exact", alpha=0.1)
     else:
         net = numpyro_ebm.MLPGenerator(out_dim=2, hidden=args.hidden)
         guide = numpyro_ebm.generator_guide(net, 2, "x", k_guide)

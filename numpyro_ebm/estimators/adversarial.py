@@ -32,7 +32,8 @@ Both players move in one SVI step, as in FCE: the guide is traced with its param
 :func:`~numpyro_ebm.estimators.fce.reverse_gradient` (:func:`~numpyro_ebm.estimators.fce.
 trace_adversary`), so the generator ascends what the EBM descends; give each side its own
 learning rate with :func:`numpyro_ebm.fce_optimizer`; the generator must be the faster player
-(it has to track :math:`p_\theta`), e.g. ``ebm_lr=1e-3, flow_lr=3e-3`` (docs/estimators.md).
+(it has to track :math:`p_\theta`), e.g. ``ebm_lr=1e-3, flow_lr=3e-3``, with ``alpha=0.1`` for
+a neural energy (docs/estimators.md).
 
 **Entropy.** ``entropy="exact"``: :math:`H(q) = -\mathbb E_q[\log q]` with the guide's exact,
 reparametrized ``log_prob`` (a normalizing flow, :func:`numpyro_ebm.flow_guide`). ``entropy=
