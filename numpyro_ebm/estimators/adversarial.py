@@ -258,10 +258,12 @@ class AdversarialEstimation(EnergyEstimator):
                 key_vera, q, y, z0, self.num_posterior_samples, self.posterior_objective
             )
             axes = tuple(range(1, y.ndim))
-            # value 0; gradient -E[s . dy/dphi] = grad H; and eta ascends the ELBO
-            entropy = -jnp.mean(jnp.sum(score * (y - sg(y)), axes)) + (elbo - sg(elbo))
+            # value 0; gradient -E[s . dy/dphi] = grad H
+            entropy = -jnp.mean(jnp.sum(score * (y - sg(y)), axes))
         energy_gen = site.frozen.energy(y)  # theta frozen; the gradient reaches phi through y
         generator_term = -jnp.mean(energy_gen) + self.entropy_weight * entropy
+        if self.entropy == "vera":
+            generator_term = generator_term + (elbo - sg(elbo))  # value 0; eta ascends it
 
         negatives = sg(y)
         if self.langevin_steps:
