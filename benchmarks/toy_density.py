@@ -59,9 +59,9 @@ ADV_FLOW = {
     "langevin_steps": 0, "langevin_step_size": 3e-3, "alpha": 0.1, "clip_norm": None,
 }  # fmt: skip
 ADV_VERA = {
-    "num_updates": 5000, "ebm_lr": 1e-3, "generator_lr": 1e-3, "num_negatives": 256,
+    "num_updates": 5000, "ebm_lr": 1e-3, "generator_lr": 3e-3, "num_negatives": 256,
     "hidden": (128, 128), "latent_dim": 2, "langevin_steps": 20, "langevin_step_size": 3e-3,
-    "alpha": 0.0,
+    "alpha": 0.1,
 }  # fmt: skip
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
