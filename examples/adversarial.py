@@ -72,7 +72,7 @@ def train(dataset, args, rng_key):
         net = numpyro_ebm.MLPGenerator(out_dim=2, hidden=args.hidden)
         guide = numpyro_ebm.generator_guide(net, 2, "x", k_guide)
         loss = numpyro_ebm.AdversarialEstimation(entropy="vera", langevin_steps=20,
-                                                 langevin_step_size=3e-3)  # fmt: skip
+                                                 langevin_step_size=3e-3, alpha=0.1)  # fmt: skip
     optim = numpyro_ebm.fce_optimizer(
         guide, ebm_lr=1e-3, flow_lr=3e-3, num_updates=args.num_updates
     )
