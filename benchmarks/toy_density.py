@@ -10,8 +10,10 @@ budget ``--seconds`` can stop it between chunks), and reports
 the KL divergence from the truth estimated on ``--num-test`` fresh draws (0 is perfect; equal in
 expectation to test NLL minus the true entropy, paired so that its Monte Carlo error is small),
 with ``log Z`` by ``numpyro_ebm.logz_quadrature`` on a grid over ``[-6, 6]^2``. NCE and FCE also
-report the self-normalized gap (their learned ``log_Z`` instead of quadrature), and FCE its
-flow's gap. Wall time counts compilation and training, not evaluation.
+report the self-normalized gap (their learned ``log_Z`` instead of quadrature), and FCE and
+adversarial training with a flow (``ADV-flow``) their flow's gap; ``ADV-flow`` also reports its
+variational lower bound on ``log Z`` against quadrature. ``ADV-VERA`` trains against an MLP
+generator ``x = g(z) + sigma eps`` (no density: no generator gap). Wall time counts compilation and training, not evaluation.
 
 Cells are cached as JSON (``--cache-dir``), so they can run one at a time:
 
@@ -39,7 +41,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ESTIMATORS = ("CD", "PCD", "SM", "SSM", "DSM", "NCE", "FCE")
+ESTIMATORS = ("CD", "PCD", "SM", "SSM", "DSM", "NCE", "FCE", "ADV-flow", "ADV-VERA")
+# row labels of the table (default: the estimator's key)
+LABELS = {"ADV-flow": "adversarial (flow)", "ADV-VERA": "adversarial (VERA, MLP generator)"}
 DATASETS = ("eight_gaussians", "two_moons", "rings", "checkerboard")
 BOX = 6.0  # quadrature box [-BOX, BOX]^2
 NUM_POINTS = 600  # quadrature grid points per axis (spacing 0.02)
@@ -48,6 +52,17 @@ PLOT_POINTS = 200
 BATCH = 256
 # DSM learns the density smoothed by N(0, sigma^2): sigma ~ half the data's finest length scale.
 DSM_SIGMA = {"eight_gaussians": 0.2, "two_moons": 0.1, "rings": 0.04, "checkerboard": 0.1}
+
+# adversarial training (issue 13): settings chosen by short tuning runs (see the report)
+ADV_FLOW = {
+    "num_updates": 8000, "ebm_lr": 1e-3, "flow_lr": 3e-3, "num_negatives": 256,
+    "langevin_steps": 0, "langevin_step_size": 3e-3, "alpha": 0.1, "clip_norm": None,
+}  # fmt: skip
+ADV_VERA = {
+    "num_updates": 5000, "ebm_lr": 1e-3, "generator_lr": 3e-3, "num_negatives": 256,
+    "hidden": (128, 128), "latent_dim": 2, "langevin_steps": 20, "langevin_step_size": 3e-3,
+    "alpha": 0.1,
+}  # fmt: skip
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -85,15 +100,18 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     from numpyro.optim import optax_to_numpyro
 
     from numpyro_ebm.estimators import (
+        AdversarialEstimation,
         ContrastiveDivergence,
         DenoisingScoreMatching,
         FlowContrastiveEstimation,
+        MLPGenerator,
         NoiseContrastiveEstimation,
         PersistentContrastiveDivergence,
         ScoreMatching,
         SlicedScoreMatching,
         fce_optimizer,
         flow_guide,
+        generator_guide,
         no_guide,
     )
     from numpyro_ebm.sampling.langevin import ula
@@ -138,6 +156,36 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
         optim = fce_optimizer(guide, ebm_lr=1e-3, flow_lr=3e-4, num_updates=n)
         loss = FlowContrastiveEstimation(num_noise=1, flow_mle_weight=0.1)
         return make_model(True), guide, optim, loss, n, {"guide": guide}
+    if name == "ADV-flow":
+        n = steps or ADV_FLOW["num_updates"]
+        guide = flow_guide("x", 2, rng_key=key, flow="coupling-spline", loc=mean, scale=std)
+        optim = fce_optimizer(
+            guide, ebm_lr=ADV_FLOW["ebm_lr"], flow_lr=ADV_FLOW["flow_lr"], num_updates=n,
+            clip_norm=ADV_FLOW["clip_norm"],
+        )  # fmt: skip
+        loss = AdversarialEstimation(
+            entropy="exact",
+            num_negatives=ADV_FLOW["num_negatives"],
+            langevin_steps=ADV_FLOW["langevin_steps"],
+            langevin_step_size=ADV_FLOW["langevin_step_size"],
+            alpha=ADV_FLOW["alpha"],
+        )
+        return make_model(False), guide, optim, loss, n, {"guide": guide, "bound": True}
+    if name == "ADV-VERA":
+        n = steps or ADV_VERA["num_updates"]
+        gen = MLPGenerator(out_dim=2, hidden=ADV_VERA["hidden"])
+        guide = generator_guide(gen, ADV_VERA["latent_dim"], "x", rng_key=key)
+        optim = fce_optimizer(
+            guide, ebm_lr=ADV_VERA["ebm_lr"], flow_lr=ADV_VERA["generator_lr"], num_updates=n
+        )
+        loss = AdversarialEstimation(
+            entropy="vera",
+            num_negatives=ADV_VERA["num_negatives"],
+            langevin_steps=ADV_VERA["langevin_steps"],
+            langevin_step_size=ADV_VERA["langevin_step_size"],
+            alpha=ADV_VERA["alpha"],
+        )
+        return make_model(False), guide, optim, loss, n, {}
     raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}")
 
 
@@ -233,6 +281,12 @@ def run_cell(name, dataset, args):
     if "guide" in extra:
         log_q = extra["guide"].log_prob(params, test)
         row["flow_gap"] = float(jnp.mean(log_p_true - log_q))
+    if extra.get("bound"):
+        from numpyro_ebm.estimators import logz_lower_bound
+
+        bound = logz_lower_bound(jax.random.fold_in(k_test, 1), E, extra["guide"], params)
+        row["log_Z_bound"] = float(bound.log_Z)
+        row["log_Z_bound_se"] = float(bound.stderr)
     # densities for the figure
     g = jnp.linspace(-PLOT_BOX, PLOT_BOX, PLOT_POINTS)
     grid = jnp.stack(jnp.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
@@ -305,7 +359,8 @@ def report(cache_dir, args):
     sep = "|---" * (len(DATASETS) + 1) + "|"
     lines = [header, sep]
     for e in ESTIMATORS:
-        lines.append(f"| {e} | " + " | ".join(fmt_cell(rows.get((e, d))) for d in DATASETS) + " |")
+        cells = " | ".join(fmt_cell(rows.get((e, d))) for d in DATASETS)
+        lines.append(f"| {LABELS.get(e, e)} | " + cells + " |")
     entropies = {d: true_entropy(d) for d in DATASETS}
     lines.append(
         "| *true entropy H (nats)* | "
@@ -314,13 +369,19 @@ def report(cache_dir, args):
     )
     table = "\n".join(lines)
     extra = ["| cell | steps done / planned | gap ± se | test NLL − H | self-normalized gap | "
-             "flow gap | load |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "flow gap | log Z bound − quadrature | load |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (e, d), r in sorted(rows.items()):
         sn = f"{r['gap_self_normalized']:+.3f}" if "gap_self_normalized" in r else ""
         fg = f"{r['flow_gap']:+.3f}" if "flow_gap" in r else ""
+        lb = (
+            f"{r['log_Z_bound'] - r['log_Z_quadrature']:+.3f} ± {r['log_Z_bound_se']:.3f}"
+            if "log_Z_bound" in r
+            else ""
+        )
         extra.append(
             f"| {e} / {d} | {r['steps']} / {r['planned_steps']} | {r['gap']:+.3f} ± "
-            f"{r['gap_se']:.3f} | {r['test_nll'] - entropies[d][0]:+.3f} | {sn} | {fg} | "
+            f"{r['gap_se']:.3f} | {r['test_nll'] - entropies[d][0]:+.3f} | {sn} | {fg} | {lb} | "
             f"{r.get('load', '')} |"
         )
     print(table)

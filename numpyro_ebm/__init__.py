@@ -14,6 +14,7 @@ from numpyro_ebm.cache import enable_compilation_cache
 from numpyro_ebm.distribution import Unnormalized, energy_factor
 from numpyro_ebm.energy import energy_fn
 from numpyro_ebm.estimators import (
+    AdversarialEstimation,
     CombinedLoss,
     ConditionalMaximumLikelihood,
     ContrastiveDivergence,
@@ -22,6 +23,9 @@ from numpyro_ebm.estimators import (
     EnergyEstimator,
     FlowContrastiveEstimation,
     FlowGuide,
+    GeneratorGuide,
+    LogZBound,
+    MLPGenerator,
     NoiseContrastiveEstimation,
     PersistentContrastiveDivergence,
     ScoreMatching,
@@ -29,10 +33,13 @@ from numpyro_ebm.estimators import (
     contrastive_divergence_loss,
     fce_optimizer,
     flow_guide,
+    generator_guide,
     label_ebm,
     label_energies,
+    logz_lower_bound,
     no_guide,
     observed_ebm_sites,
+    sample_generator,
 )
 from numpyro_ebm.evaluation import diagnostics
 from numpyro_ebm.evaluation.ais import (
@@ -154,4 +161,12 @@ __all__ = [
     "clamp",
     "clamped_kernel",
     "embed",
+    # issue 13: adversarial training
+    "AdversarialEstimation",
+    "GeneratorGuide",
+    "LogZBound",
+    "MLPGenerator",
+    "generator_guide",
+    "logz_lower_bound",
+    "sample_generator",
 ]

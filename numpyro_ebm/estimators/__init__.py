@@ -5,6 +5,12 @@ One base (:class:`EnergyEstimator`, in ``base.py``; the site trace and selection
 :class:`CombinedLoss` to train several kinds of sites of one model together.
 """
 
+from numpyro_ebm.estimators.adversarial import (
+    AdversarialEstimation,
+    LogZBound,
+    logz_lower_bound,
+    sample_generator,
+)
 from numpyro_ebm.estimators.base import (
     ANY_SITE,
     EnergyEstimator,
@@ -26,8 +32,22 @@ from numpyro_ebm.estimators.fce import (
     FlowContrastiveEstimation,
     fce_equilibrium_loss,
     reverse_gradient,
+    trace_adversary,
 )
-from numpyro_ebm.estimators.flows import FlowGuide, fce_optimizer, flow_guide
+from numpyro_ebm.estimators.flows import (
+    FlowGuide,
+    fce_optimizer,
+    flow_guide,
+    guide_distribution,
+    sample_and_log_prob,
+)
+from numpyro_ebm.estimators.generators import (
+    GeneratorDistribution,
+    GeneratorGuide,
+    MLPGenerator,
+    generator_guide,
+    vera_score,
+)
 from numpyro_ebm.estimators.nce import NoiseContrastiveEstimation, nce_loss
 from numpyro_ebm.estimators.persistent import PCD_STATE, PersistentContrastiveDivergence
 from numpyro_ebm.estimators.score_matching import (
@@ -84,4 +104,17 @@ __all__ = [
     "site_events",
     "sliced_score_matching_loss",
     "split_key",
+    # issue 13: adversarial training
+    "AdversarialEstimation",
+    "GeneratorDistribution",
+    "GeneratorGuide",
+    "LogZBound",
+    "MLPGenerator",
+    "generator_guide",
+    "guide_distribution",
+    "logz_lower_bound",
+    "sample_and_log_prob",
+    "sample_generator",
+    "trace_adversary",
+    "vera_score",
 ]

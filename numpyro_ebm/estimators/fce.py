@@ -28,14 +28,22 @@ import math
 
 import jax
 import jax.numpy as jnp
-from numpyro.distributions import TransformedDistribution
 
 from numpyro_ebm._validation import check_float, check_int
-from numpyro_ebm.energy import trace_model, unwrap_distribution
+from numpyro_ebm.energy import trace_model
 from numpyro_ebm.estimators.base import EnergyEstimator, no_guide
+from numpyro_ebm.estimators.flows import guide_distribution, sample_and_log_prob
 from numpyro_ebm.estimators.nce import nce_loss
 
-__all__ = ["FlowContrastiveEstimation", "reverse_gradient", "fce_equilibrium_loss"]
+__all__ = [
+    "FlowContrastiveEstimation",
+    "reverse_gradient",
+    "fce_equilibrium_loss",
+    "trace_adversary",
+]
+
+_NAME = "FlowContrastiveEstimation"
+_FLOW_HINT = "from a flow, e.g. `numpyro_ebm.flow_guide({site!r}, event_dim)`"
 
 
 @jax.custom_vjp
@@ -55,19 +63,23 @@ def _reverse_bwd(_, cotangent):
 reverse_gradient.defvjp(_reverse_fwd, _reverse_bwd)
 
 
+def trace_adversary(guide, param_map, model_args, model_kwargs, rng_key):
+    """``(guide_trace, adversary_trace)``: the guide traced under ``param_map`` as is, and again
+    (same key, so the same draws) with the guide's own ``numpyro.param`` sites passed through
+    :func:`reverse_gradient`, so that the guide ascends whatever a loss built on the second trace
+    descends. Shared by FCE and :class:`~numpyro_ebm.AdversarialEstimation`."""
+    guide_tr = trace_model(guide, param_map, model_args, model_kwargs, rng_key)
+    guide_names = [k for k, v in guide_tr.items() if v["type"] == "param"]
+    reversed_map = dict(param_map)
+    reversed_map.update(reverse_gradient({k: param_map[k] for k in guide_names if k in param_map}))
+    adversary_tr = trace_model(guide, reversed_map, model_args, model_kwargs, rng_key)
+    return guide_tr, adversary_tr
+
+
 def fce_equilibrium_loss(num_noise: int = 1) -> float:
     r"""``(1+nu) log(1+nu) - nu log nu``: the FCE/NCE loss when the flow equals the EBM."""
     nu = float(num_noise)
     return (1 + nu) * math.log1p(nu) - nu * math.log(nu)
-
-
-def _sample_and_log_prob(q, key, sample_shape):
-    """Reparametrized draws from ``q`` and their log density, sharing the flow's passes."""
-    if isinstance(q, TransformedDistribution):
-        y, intermediates = q.sample_with_intermediates(key, sample_shape)
-        return y, q.log_prob(y, intermediates)
-    y = q.rsample(key, sample_shape)
-    return y, q.log_prob(y)
 
 
 class FlowContrastiveEstimation(EnergyEstimator):
@@ -146,16 +158,14 @@ class FlowContrastiveEstimation(EnergyEstimator):
                 "(e.g. `numpyro_ebm.flow_guide(site_name, event_dim, rng_key)`); got guide="
                 f"{getattr(guide, '__name__', guide)!r}."
             )
-        guide_tr = trace_model(guide, param_map, model_args, model_kwargs, rng_key)
-        flow_names = [k for k, v in guide_tr.items() if v["type"] == "param"]
-        # The flow's params enter the NCE term reversed: the flow ascends what the EBM descends.
-        reversed_map = dict(param_map)
-        reversed_map.update(
-            reverse_gradient({k: param_map[k] for k in flow_names if k in param_map})
+        guide_tr, adversary_tr = trace_adversary(
+            guide, param_map, model_args, model_kwargs, rng_key
         )
-        adversary_tr = trace_model(guide, reversed_map, model_args, model_kwargs, rng_key)
         return {
-            s.name: (_flow_site(guide_tr, s, "guide"), _flow_site(adversary_tr, s, "guide"))
+            s.name: (
+                guide_distribution(guide_tr, s, _NAME, _FLOW_HINT),
+                guide_distribution(adversary_tr, s, _NAME, _FLOW_HINT),
+            )
             for s in sites
         }
 
@@ -176,7 +186,7 @@ class FlowContrastiveEstimation(EnergyEstimator):
                 f"FlowContrastiveEstimation: the guide's site {site.name!r} has batch shape "
                 f"{q_adv.batch_shape}, larger than the data's {batch_shape}."
             )
-        y, log_q_y = _sample_and_log_prob(q_adv, rng_key, (self.num_noise,) + batch_shape[:n_extra])
+        y, log_q_y = sample_and_log_prob(q_adv, rng_key, (self.num_noise,) + batch_shape[:n_extra])
         log_nu = math.log(self.num_noise)
         logit_data = site.dist.log_prob(x) - q_adv.log_prob(x) - log_nu
         logit_noise = site.dist.log_prob(y) - log_q_y - log_nu
@@ -184,27 +194,3 @@ class FlowContrastiveEstimation(EnergyEstimator):
         if self.flow_mle_weight > 0:
             loss = loss - self.flow_mle_weight * jnp.mean(q.log_prob(x))
         return loss
-
-
-def _flow_site(guide_tr, site, what):
-    if site.name not in guide_tr or guide_tr[site.name]["type"] != "sample":
-        sample_sites = [k for k, v in guide_tr.items() if v["type"] == "sample"]
-        raise ValueError(
-            f"FlowContrastiveEstimation: the {what} has no sample site named {site.name!r} (the "
-            f"EBM site); its sample sites are {sample_sites}. The guide must draw the same site "
-            "from a flow, e.g. `numpyro_ebm.flow_guide"
-            f"({site.name!r}, event_dim)`."
-        )
-    q = unwrap_distribution(guide_tr[site.name]["fn"])
-    if tuple(q.event_shape) != tuple(site.dist.event_shape):
-        raise ValueError(
-            f"FlowContrastiveEstimation: the guide's site {site.name!r} has event shape "
-            f"{q.event_shape}, the EBM's has {site.dist.event_shape}; they must match."
-        )
-    if not q.has_rsample:
-        raise TypeError(
-            f"FlowContrastiveEstimation: the guide's distribution at {site.name!r} "
-            f"({type(q).__name__}) cannot be sampled with the reparametrization trick; the flow "
-            "needs gradients through its samples."
-        )
-    return q

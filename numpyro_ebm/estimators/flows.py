@@ -24,13 +24,57 @@ from collections.abc import Callable, Iterable
 
 import jax.nn as jnn
 import jax.numpy as jnp
+from numpyro.distributions import TransformedDistribution
 
 from numpyro_ebm._validation import check_int, check_positive, check_rng_key
+from numpyro_ebm.energy import unwrap_distribution
 from numpyro_ebm.estimators.base import check_model_inputs
 
-__all__ = ["FlowGuide", "flow_guide", "fce_optimizer"]
+__all__ = [
+    "FlowGuide",
+    "flow_guide",
+    "fce_optimizer",
+    "guide_distribution",
+    "sample_and_log_prob",
+]
 
 _FLOWS = ("coupling-spline", "coupling-affine")
+
+
+def sample_and_log_prob(q, rng_key, sample_shape):
+    """Reparametrized draws from ``q`` and their log density, sharing the flow's passes."""
+    if isinstance(q, TransformedDistribution):
+        y, intermediates = q.sample_with_intermediates(rng_key, sample_shape)
+        return y, q.log_prob(y, intermediates)
+    y = q.rsample(rng_key, sample_shape)
+    return y, q.log_prob(y)
+
+
+def guide_distribution(guide_trace, site, estimator: str, hint: str):
+    """The distribution a guide draws the EBM site ``site`` from, checked: a sample site of the
+    same name, the EBM's event shape, reparametrized sampling (else ``ValueError``/``TypeError``
+    naming ``estimator``; ``hint`` says how to build a guide, with ``{site!r}`` for the name)."""
+    if site.name not in guide_trace or guide_trace[site.name]["type"] != "sample":
+        sample_sites = [k for k, v in guide_trace.items() if v["type"] == "sample"]
+        raise ValueError(
+            f"{estimator}: the guide has no sample site named {site.name!r} (the EBM site); its "
+            f"sample sites are {sample_sites}. The guide must draw the same site "
+            + hint.format(site=site.name)
+            + "."
+        )
+    q = unwrap_distribution(guide_trace[site.name]["fn"])
+    if tuple(q.event_shape) != tuple(site.dist.event_shape):
+        raise ValueError(
+            f"{estimator}: the guide's site {site.name!r} has event shape "
+            f"{q.event_shape}, the EBM's has {site.dist.event_shape}; they must match."
+        )
+    if not q.has_rsample:
+        raise TypeError(
+            f"{estimator}: the guide's distribution at {site.name!r} ({type(q).__name__}) cannot "
+            "be sampled with the reparametrization trick; the guide needs gradients through its "
+            "samples."
+        )
+    return q
 
 
 class FlowGuide:
