@@ -78,6 +78,16 @@ from numpyro_ebm.sampling.tempering import (
     tune_ladder,
 )
 
+# isort: split
+# issue 11: annealed training
+from numpyro_ebm.sampling.annealed_langevin import (
+    AnnealedLangevinResult,
+    NoiseConditionalEnergy,
+    annealed_langevin,
+    at_noise_level,
+    geometric_sigmas,
+)
+
 __version__ = "0.2.0"
 
 __all__ = [
@@ -147,4 +157,10 @@ __all__ = [
     "stepping_stone",
     "tempering_summary",
     "tune_ladder",
+    # issue 11: annealed training
+    "AnnealedLangevinResult",
+    "NoiseConditionalEnergy",
+    "annealed_langevin",
+    "at_noise_level",
+    "geometric_sigmas",
 ]

@@ -26,6 +26,18 @@ from numpyro_ebm.sampling.tempering import (
     tune_ladder,
 )
 
+# isort: split
+# issue 11: annealed training
+from numpyro_ebm.sampling.annealed_langevin import (
+    AnnealedLangevinResult,
+    NoiseConditionalEnergy,
+    anneal_chains,
+    annealed_langevin,
+    at_noise_level,
+    check_sigmas,
+    geometric_sigmas,
+)
+
 __all__ = [
     "BlackJAXKernel",
     "BlackJAXKernelState",
@@ -58,4 +70,12 @@ __all__ = [
     "tempered_logdensity",
     "tempering_summary",
     "tune_ladder",
+    # issue 11: annealed training
+    "AnnealedLangevinResult",
+    "NoiseConditionalEnergy",
+    "anneal_chains",
+    "annealed_langevin",
+    "at_noise_level",
+    "check_sigmas",
+    "geometric_sigmas",
 ]
