@@ -56,15 +56,15 @@ def train(pcd, num_updates=400, seed=1):
 
 def test_pcd_with_persisted_pt_negatives_recovers_the_mode_weight_mala_does_not():
     # PT negatives: the fraction of negatives in the right mode tracks the model's weight, so
-    # the fixed point is the data's fraction (0.30 here). Measured over seeds 1-3: |w - frac| <=
-    # 0.02; tolerance 0.05. MALA chains never cross the 18-nat barrier: the negatives keep the
-    # start's 50/50 split, the CD gradient of the logit is then frac - 0.5 < 0 whatever w, and
-    # w runs away towards 0 (measured: w < 0.05).
+    # the fixed point is the data's fraction (0.30 here). Measured over SVI keys 1-3: |w - frac|
+    # <= 0.026; tolerance 0.06. MALA chains never cross the 18-nat barrier: the negatives keep
+    # the start's 50/50 split, the loss gradient in the logit is then 0.5 - frac > 0 whatever w,
+    # and w runs away towards 0 (measured: w < 2e-4).
     pcd = numpyro_ebm.PersistentContrastiveDivergence(PT, num_steps=5, num_chains=64,
                                                       reinit_prob=0.0, init_dist=BASE)
     assert pcd.persist_kernel_state
     w, result, frac = train(pcd)
-    assert abs(w - frac) < 0.05, (w, frac)
+    assert abs(w - frac) < 0.06, (w, frac)
     # the whole PT state persisted: every chain accumulated 400 updates x 5 steps, with swaps
     ks = result.state.mutable_state["pcd_chains"]["*"]["kernel_state"]
     assert isinstance(ks, numpyro_ebm.PTState)
@@ -87,8 +87,9 @@ def test_persisted_pt_state_checkpoints_and_resumes(tmp_path):
     state = svi.init(jax.random.key(0), data)
     chains = state.mutable_state["pcd_chains"]["*"]
     assert chains["kernel_state"].replicas.shape == (16, 7)  # one PT state per buffer row
+    update = jax.jit(svi.update)
     for _ in range(3):
-        state, _ = svi.update(state, data)
+        state, _ = update(state, data)
     chains = state.mutable_state["pcd_chains"]["*"]
     np.testing.assert_array_equal(chains["kernel_state"].position, chains["positions"])
     path = tmp_path / "pcd.ckpt"
@@ -98,7 +99,7 @@ def test_persisted_pt_state_checkpoints_and_resumes(tmp_path):
         if jnp.issubdtype(jnp.result_type(a), jax.dtypes.prng_key):
             continue
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    state2, loss = svi.update(loaded, data)
+    _, loss = update(loaded, data)
     assert np.isfinite(float(loss))
 
 
@@ -134,7 +135,8 @@ def test_anneal_chains_reach_the_target_and_leave_inactive_chains_at_beta_one():
 def test_short_run_annealed_pcd_recovers_a_gaussian():
     # Non-persistent annealed short-run chains (reinit_prob=1: every chain starts from the base
     # at every update) as CD negatives: the ML fixed point of a Gaussian energy is the sample
-    # mean and variance. Tolerances: mean 0.1, precision 15% (SGD noise of 128 negatives).
+    # mean and variance. Measured over SVI keys 1-3: mean error <= 0.022, precision error <=
+    # 1.2%. Tolerances: mean 0.1, precision 15%.
     data = 1.5 + 0.7 * jax.random.normal(jax.random.key(0), (2000,))
 
     def model(x):
@@ -176,6 +178,6 @@ def test_replay_buffer_reinitializes_from_the_base():
     svi = SVI(mixture_model, pcd.guide, optax.adam(0.01), loss=pcd)
     data = mixture_data(256)
     state = svi.init(jax.random.key(0), data)
-    state, _ = svi.update(state, data)
+    state, _ = jax.jit(svi.update)(state, data)
     pos = np.asarray(state.mutable_state["pcd_chains"]["*"]["positions"])
     assert np.all(np.abs(pos - 50.0) < 0.1)  # the initial buffer and every redrawn row: the base

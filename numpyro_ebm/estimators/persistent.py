@@ -103,6 +103,16 @@ def _where_rows(mask, a, b):
     )
 
 
+def _is_tempering(kernel) -> bool:
+    """Whether the factory builds :func:`~numpyro_ebm.parallel_tempering` (its state is a
+    :class:`~numpyro_ebm.PTState`), by the shape of its initial state on a stand-in density."""
+    try:
+        shape = jax.eval_shape(build_algorithm(kernel, _dummy_logdensity).init, jnp.zeros(1))
+    except Exception:  # noqa: BLE001 - a kernel for other positions (e.g. discrete) is not PT
+        return False
+    return isinstance(shape, PTState)
+
+
 def _dummy_logdensity(x):
     return -0.5 * sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(x))
 
@@ -212,9 +222,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             raise TypeError(
                 f"`persist_kernel_state` must be None, True or False, got {persist_kernel_state!r}."
             )
-        rich = kernel is not None and isinstance(
-            jax.eval_shape(build_algorithm(kernel, _dummy_logdensity).init, jnp.zeros(1)), PTState
-        )
+        rich = kernel is not None and _is_tempering(kernel)
         if persist_kernel_state and not rich:
             raise ValueError(
                 "`persist_kernel_state=True` needs a kernel whose state is more than the chain "
