@@ -214,24 +214,29 @@ def test_mlp_energy_shapes_fourier_features_and_noise_input():
         MLPEnergy(confinement=-1.0).init(jax.random.key(0), x)
 
 
-@pytest.mark.parametrize("fourier_features", [0, 32])
-def test_confinement_bounds_the_energy_from_below_in_the_tails(fourier_features):
+@pytest.mark.parametrize("fourier_features, radius", [(0, 0.0), (32, 0.0), (32, 2.0)])
+def test_confinement_bounds_the_energy_from_below_in_the_tails(fourier_features, radius):
     # The network part grows at most linearly in |x| (swish MLP on x, sin, cos), so with c > 0
-    # E(r u) >= c r^2 / 2 - O(r): at r = 50 and 100 in random directions the energy exceeds
-    # c r^2 / 4, and exceeds the energy anywhere near the data (the unit disc).
+    # E(r u) >= c (r - r0)^2 / 2 - O(r): at r = 50 and 100 in random directions the energy
+    # exceeds c (r - r0)^2 / 4, and exceeds the energy anywhere near the data (the unit disc).
     c = 0.5
-    net = MLPEnergy(hidden=(32, 32), fourier_features=fourier_features, confinement=c)
+    net = MLPEnergy(hidden=(32, 32), fourier_features=fourier_features, confinement=c,
+                    confinement_radius=radius)
     params = net.init(jax.random.key(1), jnp.ones((1, 2)))
     u = jax.random.normal(jax.random.key(2), (256, 2))
     u = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
     near = net.apply(params, u * jax.random.uniform(jax.random.key(3), (256, 1)))
     for r in (50.0, 100.0):
         far = net.apply(params, r * u)
-        assert np.all(np.asarray(far) > c * r**2 / 4)
+        assert np.all(np.asarray(far) > c * (r - radius) ** 2 / 4)
         assert float(far.min()) > float(near.max())
     # without confinement the same network is not bounded below in every direction
     free = MLPEnergy(hidden=(32, 32), fourier_features=fourier_features)
     assert float(free.apply(params, 100.0 * u).min()) < c * 100.0**2 / 4
+    if radius:  # within the radius the term is 0: the energy is the free network's
+        np.testing.assert_allclose(net.apply(params, u), free.apply(params, u), rtol=1e-6)
+        assert np.all(np.isfinite(np.asarray(jax.grad(lambda x: net.apply(params, x))(
+            jnp.zeros(2)))))
 
 
 def test_default_energy_in_a_model():
