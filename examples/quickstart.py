@@ -148,7 +148,7 @@ def main(num_chains=4000, num_steps=1000, out="quickstart.png"):
 
 # ------------------------------------------------------------------------ training
 def ebm_model(data):
-    """A NumPyro model whose observed site is the EBM: minibatches of 256 under a plate.
+    """A NumPyro model whose observed site is the EBM: minibatches of 512 under a plate.
 
     The energy is the library's default network for low-dimensional data,
     :func:`numpyro_ebm.nets.default_energy`: an MLP (128, 128) on the point and 64 random
@@ -158,7 +158,7 @@ def ebm_model(data):
     from numpyro.contrib.module import flax_module
 
     energy = flax_module("energy", numpyro_ebm.nets.default_energy(), input_shape=(1, 2))
-    with numpyro.plate("data", data.shape[0], subsample_size=256):
+    with numpyro.plate("data", data.shape[0], subsample_size=512):
         batch = numpyro.subsample(data, event_dim=1)
         numpyro.sample("x", numpyro_ebm.Unnormalized(energy, (2,)), obs=batch)
 
@@ -178,7 +178,7 @@ def train_two_moons(num_steps=2000, out="quickstart_two_moons.png"):
     pcd = numpyro_ebm.PersistentContrastiveDivergence(
         functools.partial(blackjax.mala, step_size=0.04),  # MALA: no step-size bias (ULA has)
         num_steps=20,
-        num_chains=256,
+        num_chains=128,
         buffer_size=8192,
         reinit_prob=0.05,
         init_dist=dist.Uniform(-4.5, 4.5).expand([2]).to_event(1),
