@@ -1,3 +1,5 @@
+# Slightly over ~400 lines on purpose: one estimator whose three ways to reach every mode (the
+# persisted PT state, annealed restarts, the replay buffer) share the restart logic of site_loss.
 r"""Persistent contrastive divergence (Tieleman 2008), with an optional replay buffer
 (Du & Mordatch 2019), as a loss for NumPyro's ``SVI``.
 
