@@ -60,6 +60,13 @@ from numpyro_ebm.evaluation.tempering import (
     logz_stepping_stone,
     stepping_stone,
 )
+from numpyro_ebm.sampling.annealed_langevin import (
+    AnnealedLangevinResult,
+    NoiseConditionalEnergy,
+    annealed_langevin,
+    at_noise_level,
+    geometric_sigmas,
+)
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.block_gibbs import block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
@@ -169,4 +176,10 @@ __all__ = [
     "generator_guide",
     "logz_lower_bound",
     "sample_generator",
+    # issue 11: annealed training
+    "AnnealedLangevinResult",
+    "NoiseConditionalEnergy",
+    "annealed_langevin",
+    "at_noise_level",
+    "geometric_sigmas",
 ]

@@ -358,7 +358,7 @@ def test_pt_inside_numpyro_mcmc_blackjax_kernel():
 
 
 def test_pt_as_pcd_negatives():
-    """PCD with PT chains (each update restarts the ladder at the persisted beta = 1 positions)."""
+    """PCD with PT chains (the whole PT state persists between updates)."""
     import numpyro
     import optax
     from numpyro.infer import SVI

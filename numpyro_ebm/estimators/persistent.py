@@ -1,3 +1,5 @@
+# Slightly over ~400 lines on purpose: one estimator whose three ways to reach every mode (the
+# persisted PT state, annealed restarts, the replay buffer) share the restart logic of site_loss.
 r"""Persistent contrastive divergence (Tieleman 2008), with an optional replay buffer
 (Du & Mordatch 2019), as a loss for NumPyro's ``SVI``.
 
@@ -13,6 +15,22 @@ the estimator's per-site state, kept in the ``numpyro.mutable`` site ``"pcd_chai
 guide declares (``pcd.guide`` or ``pcd.make_guide(model)``), so they survive between
 ``svi.update`` calls, run inside the compiled ``svi.run`` loop and are saved with the
 ``SVIState``.
+
+Three ways to reach every mode of a multimodal model (a chain of a local kernel stays in the mode
+where it starts, and PCD then learns the wrong mode weights):
+
+* **parallel tempering negatives**: ``kernel=functools.partial(numpyro_ebm.parallel_tempering,
+  kernel=mala, ...)``. The whole tempering state (every replica, the ladder, the index process
+  and swap statistics, a :class:`~numpyro_ebm.PTState`) persists in the mutable state as
+  ``"kernel_state"``, so the replicas keep travelling across updates instead of restarting
+  from the target replica; ``numpyro_ebm.tempering_summary(state["kernel_state"])`` reads the
+  swap rates of the training run;
+* **short-run annealed chains** (``anneal_steps``): restarted chains are annealed from
+  ``init_dist`` to the model along :math:`f_\beta = (1-\beta)\log p_0 + \beta \log p`
+  (with ``reinit_prob=1``: every chain, every update, i.e. non-persistent annealed short-run
+  MCMC);
+* **replay buffer with reinitialization from the base** (``buffer_size``, ``reinit_prob``,
+  ``init_dist``; Du & Mordatch 2019).
 """
 
 from __future__ import annotations
@@ -27,7 +45,9 @@ from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import ANY_SITE
 from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
 from numpyro_ebm.estimators.sites import EBMSite, site_events
-from numpyro_ebm.sampling.chains import sample_chains
+from numpyro_ebm.sampling.annealed_langevin import anneal_chains
+from numpyro_ebm.sampling.chains import build_algorithm, sample_chains
+from numpyro_ebm.sampling.tempering import PTState
 
 __all__ = ["PCD_STATE", "PersistentContrastiveDivergence"]
 
@@ -65,6 +85,38 @@ def _draw(rng_key, d: dist.Distribution, n: int, name: str, event_shape=None):
             "use e.g. `dist.Uniform(-4, 4).expand(event_shape).to_event(len(event_shape))`."
         )
     return x
+
+
+def _finite_rows(tree) -> jax.Array:
+    """``(n,)`` bool: every floating entry of row ``i`` of every leaf is finite."""
+    out = None
+    for leaf in jax.tree.leaves(tree):
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        ok = jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim)))
+        out = ok if out is None else out & ok
+    return out
+
+
+def _where_rows(mask, a, b):
+    """Row-wise ``where`` over two pytrees of the same structure (leading axis: chains)."""
+    return jax.tree.map(
+        lambda x, y: jnp.where(jnp.reshape(mask, (-1,) + (1,) * (x.ndim - 1)), x, y), a, b
+    )
+
+
+def _is_tempering(kernel) -> bool:
+    """Whether the factory builds :func:`~numpyro_ebm.parallel_tempering` (its state is a
+    :class:`~numpyro_ebm.PTState`), by the shape of its initial state on a stand-in density."""
+    try:
+        shape = jax.eval_shape(build_algorithm(kernel, _dummy_logdensity).init, jnp.zeros(1))
+    except Exception:  # noqa: BLE001 - a kernel for other positions (e.g. discrete) is not PT
+        return False
+    return isinstance(shape, PTState)
+
+
+def _dummy_logdensity(x):
+    return -0.5 * sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(x))
 
 
 class PersistentContrastiveDivergence(ContrastiveDivergence):
@@ -114,6 +166,22 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         maximum-likelihood fixed point it would bias.
     :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default): every
         non-label site.
+    :param int anneal_steps: ``J >= 0`` (default 0: off). Short-run annealed chains: the chains
+        restarted at a step (``reinit_prob``, divergence) first take one transition at each of
+        ``J`` inverse temperatures (``anneal_schedule``) on the geometric path from ``init_dist``
+        (its ``log_prob``; the data-matched Gaussian of ``make_guide``) to the model, :func:`~numpyro_ebm.sampling.anneal_chains`; the other chains take those ``J`` transitions at ``beta = 1``. Then all
+        chains take ``num_steps``. Needs a kernel factory that is not parallel tempering.
+    :param str anneal_schedule: ``"sigmoid"`` (default), ``"linear"`` or ``"geometric"``
+        (:func:`~numpyro_ebm.temperature_schedule`).
+    :param persist_kernel_state: ``None`` (default): persist the whole kernel state when it is
+        richer than the positions, i.e. for :func:`~numpyro_ebm.parallel_tempering` (every
+        replica, the ladder, the index process; stored as ``"kernel_state"`` beside
+        ``"positions"``, a pytree of arrays that checkpoints save); ``False``: persist positions
+        only (a PT ladder then restarts at the persisted positions at every update).
+
+    The mutable state per site is ``{"positions": (num_positions, *event_shape)}``, plus
+    ``"kernel_state"`` (the batched kernel state, ``num_positions`` rows) with persisted PT, and
+    ``"loc"``, ``"scale"`` with ``make_guide`` and no ``init_dist``.
     """
 
     state_name = PCD_STATE
@@ -128,6 +196,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         init_dist=None,
         alpha: float = 0.0,
         sites=None,
+        *,
+        anneal_steps: int = 0,
+        anneal_schedule: str = "sigmoid",
+        persist_kernel_state: bool | None = None,
     ):
         super().__init__(kernel, num_steps, alpha, sites)
         self.num_chains = check_int("num_chains", num_chains, 1)
@@ -141,6 +213,32 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         self.buffer_size = buffer_size
         self.reinit_prob = check_float("reinit_prob", reinit_prob, minimum=0.0, maximum=1.0)
         self.init_dist = _check_init_dist(init_dist)
+        self.anneal_steps = check_int("anneal_steps", anneal_steps, 0)
+        if self.anneal_steps:
+            from numpyro_ebm.evaluation.ais import temperature_schedule
+
+            # drop beta = 0 (the base draw itself): J transitions at beta_1 .. beta_J = 1
+            self.anneal_betas = temperature_schedule(self.anneal_steps, anneal_schedule)[1:]
+        self.anneal_schedule = anneal_schedule
+        if persist_kernel_state not in (None, True, False):
+            raise TypeError(
+                f"`persist_kernel_state` must be None, True or False, got {persist_kernel_state!r}."
+            )
+        rich = kernel is not None and _is_tempering(kernel)
+        if persist_kernel_state and not rich:
+            raise ValueError(
+                "`persist_kernel_state=True` needs a kernel whose state is more than the chain "
+                "positions (numpyro_ebm.parallel_tempering); other kernels' states hold the "
+                "log density and gradient under old parameters and are rebuilt from the positions."
+            )
+        self.persist_kernel_state = rich if persist_kernel_state is None else persist_kernel_state
+        if self.anneal_steps and (kernel is None or rich):
+            raise ValueError(
+                "`anneal_steps` > 0 needs a kernel factory of a local kernel (e.g. "
+                "`functools.partial(blackjax.mala, step_size=0.05)`); got "
+                f"{'None' if kernel is None else 'parallel tempering'}, which brings its own "
+                "annealing."
+            )
 
     @property
     def num_positions(self) -> int:
@@ -174,9 +272,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                     "`pcd.make_guide(model)`, which reads the event shape from the model."
                 )
             return {
-                name: {
-                    "positions": _draw(jax.random.fold_in(rng_key, i), d, self.num_positions, name)
-                }
+                name: self._with_kernel_state(
+                    {"positions": _draw(jax.random.fold_in(rng_key, i), d, self.num_positions, name)}
+                )
                 for i, (name, d) in enumerate(sorted(self.init_dist.items()))
             }
         if self.init_dist is not None and set(self.init_dist) == {ANY_SITE} and len(sites) > 1:
@@ -199,12 +297,33 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                 state[site.name] = {
                     "positions": _draw(key, d, self.num_positions, site.name, event_shape)
                 }
+            state[site.name] = self._with_kernel_state(state[site.name])
         return state
+
+    def _with_kernel_state(self, state: dict, logdensity_fn=_dummy_logdensity) -> dict:
+        """Add the batched kernel state of the positions (persisted PT); its log densities are
+        recomputed under the current parameters at every update, so any function fixes the
+        structure here."""
+        if not self.persist_kernel_state:
+            return state
+        algorithm = build_algorithm(self.kernel, logdensity_fn)
+        positions = state["positions"]
+        if not jnp.issubdtype(positions.dtype, jnp.inexact):
+            positions = positions.astype(jnp.result_type(float))
+        return {**state, "kernel_state": jax.vmap(algorithm.init)(positions)}
+
+    def _base_logdensity(self, site, state):
+        init_dist = self._site_init_dist(site.name)
+        if init_dist is not None:
+            return init_dist.log_prob
+        loc, scale = state["loc"], state["scale"]
+        return lambda x: jnp.sum(dist.Normal(loc, scale).log_prob(x))
 
     def site_loss(self, site, rng_key, state):
         """One PCD update of the site's chains: ``(loss, new state)``."""
         positions = state["positions"]
         pick_key, reinit_key, fresh_key, chain_key = jax.random.split(rng_key, 4)
+        anneal_key = jax.random.fold_in(rng_key, 5)
         if self.buffer_size is None:
             idx = None
             start = positions
@@ -238,10 +357,34 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                 f"{list(event_shape)}).to_event({len(event_shape)})`."
             )
         mask = jnp.reshape(restart, (-1,) + (1,) * len(event_axes))
-        start = jnp.where(mask, fresh.astype(start.dtype), start)
+        fresh = fresh.astype(start.dtype)
+        start = jnp.where(mask, fresh, start)
+        target = self.chain_target(site)
+        if self.anneal_steps:
+            frozen = site.frozen
+            start = anneal_chains(
+                anneal_key, lambda x: -frozen.energy(x), self._base_logdensity(site, state),
+                self.kernel, start, self.anneal_betas, active=restart,
+            )
+        init_state = None
+        if self.persist_kernel_state:
+            frozen = site.frozen
+            logdensity_fn = lambda x: -frozen.energy(x)  # noqa: E731
+            algorithm = build_algorithm(self.kernel, logdensity_fn)
+            kept_state = state["kernel_state"]
+            if idx is not None:
+                kept_state = jax.tree.map(lambda a: a[idx], kept_state)
+            fresh_state = jax.vmap(algorithm.init)(start)
+            init_state = _where_rows(restart, fresh_state, kept_state)
+            # the persisted log density is under the previous parameters: recompute it
+            init_state = init_state._replace(logdensity=jax.vmap(logdensity_fn)(init_state.position))
+            target = None
+            kernel = algorithm
+        else:
+            kernel = self.kernel
         try:
             negatives = sample_chains(
-                chain_key, self.chain_target(site), self.kernel, start, self.num_steps
+                chain_key, target, kernel, start, self.num_steps, init_state=init_state
             )
         except TypeError as err:
             if jnp.issubdtype(start.dtype, jnp.inexact) or "init_positions" not in str(err):
@@ -253,10 +396,21 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                 ".to_event(...)`) for a gradient-based kernel, or a discrete kernel (Gibbs, "
                 "`kernel=None` for a model with an exact sampler)."
             ) from err
+        new_state = negatives.state
         negatives = jax.lax.stop_gradient(negatives.positions)
         # diverged chains restart rather than persist: the state never holds NaN/inf
         finite = jnp.all(jnp.isfinite(negatives), axis=event_axes)
-        finite = jnp.reshape(finite, (-1,) + (1,) * len(event_axes))
-        kept = jnp.where(finite, negatives, fresh.astype(negatives.dtype))
+        if init_state is not None:
+            finite = finite & _finite_rows(getattr(new_state, "replicas", new_state.position))
+        kept = jnp.where(jnp.reshape(finite, mask.shape), negatives, fresh.astype(negatives.dtype))
         new_positions = kept if idx is None else positions.at[idx].set(kept)
-        return self.negatives_loss(site, negatives), {**state, "positions": new_positions}
+        out = {**state, "positions": new_positions}
+        if init_state is not None:
+            new_state = jax.lax.stop_gradient(_where_rows(finite, new_state, fresh_state))
+            if idx is None:
+                out["kernel_state"] = new_state
+            else:
+                out["kernel_state"] = jax.tree.map(
+                    lambda a, b: a.at[idx].set(b), state["kernel_state"], new_state
+                )
+        return self.negatives_loss(site, negatives), out

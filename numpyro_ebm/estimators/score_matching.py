@@ -8,7 +8,10 @@ model, written with the model's score :math:`s_\theta(x) = -\nabla_x E_\theta(x)
 * :class:`SlicedScoreMatching` (Song et al. 2019): the Hessian trace by random projections
   :math:`\mathbb{E}_v[v^\top \nabla_x^2 E\, v]`, one Hessian-vector product per projection;
 * :class:`DenoisingScoreMatching` (Vincent 2011): regress the score of the noised data
-  :math:`\tilde x = x + \sigma\varepsilon` onto :math:`-(\tilde x - x)/\sigma^2`.
+  :math:`\tilde x = x + \sigma\varepsilon` onto :math:`-(\tilde x - x)/\sigma^2`; with a
+  noise-conditional energy :math:`E(x, \sigma)` (:class:`~numpyro_ebm.NoiseConditionalEnergy`)
+  and a ladder of :math:`\sigma`, Song and Ermon's (2019) noise-conditional score network, sampled
+  by :func:`~numpyro_ebm.annealed_langevin`.
 
 Each estimator is a loss for NumPyro's ``SVI`` (``SVI(model, no_guide, optim, loss=...)``) and is
 a thin wrapper around a small pure function of the energy and the data (and of the random draws,
@@ -43,6 +46,7 @@ import numpy as np
 from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import EnergyEstimator
 from numpyro_ebm.estimators.sites import EBMSite
+from numpyro_ebm.sampling.annealed_langevin import NoiseConditionalEnergy
 
 __all__ = [
     "ScoreMatching",
@@ -53,6 +57,7 @@ __all__ = [
     "denoising_score_matching_loss",
     "flat_energy",
     "grad_x",
+    "is_noise_conditional",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -60,9 +65,16 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def flat_energy(site: EBMSite) -> tuple[Callable, jax.Array]:
+def is_noise_conditional(site: EBMSite) -> bool:
+    """Whether the site's energy is a :class:`~numpyro_ebm.NoiseConditionalEnergy`."""
+    return isinstance(getattr(site.dist, "energy_fn", None), NoiseConditionalEnergy)
+
+
+def flat_energy(site: EBMSite, sigma=None) -> tuple[Callable, jax.Array]:
     """The site's energy on flattened events, and its data flattened the same way.
 
+    :param sigma: for a noise-conditional site, the noise level(s) the energy is evaluated at (a
+        scalar or ``(*batch,)``); ``None``: the site's ordinary energy (the smallest level).
     :return: ``(energy, x)`` with ``x`` of shape ``(*batch, D)``, ``D = prod(event_shape)``, and
         ``energy`` mapping ``(*batch, D) -> (*batch,)``.
     """
@@ -76,8 +88,24 @@ def flat_energy(site: EBMSite) -> tuple[Callable, jax.Array]:
     batch_shape = x.shape[: x.ndim - len(event_shape)]
     size = math.prod(event_shape)
 
-    def energy(x_flat):
-        return dist.energy(jnp.reshape(x_flat, batch_shape + event_shape))
+    if sigma is None:
+
+        def energy(x_flat):
+            return dist.energy(jnp.reshape(x_flat, batch_shape + event_shape))
+
+    else:
+        conditional = dist.energy_fn
+
+        def energy(x_flat):
+            out = conditional(jnp.reshape(x_flat, batch_shape + event_shape), sigma)
+            if jnp.shape(out) == batch_shape + (1,):
+                out = jnp.reshape(out, batch_shape)
+            if jnp.shape(out) != batch_shape:
+                raise ValueError(
+                    f"The noise-conditional energy of site '{site.name}' returned shape "
+                    f"{jnp.shape(out)} for data of shape {x.shape}; expected {batch_shape}."
+                )
+            return out
 
     return energy, jnp.reshape(x, batch_shape + (size,))
 
@@ -294,7 +322,8 @@ def _check_sigmas(sigma) -> tuple[float, ...]:
 
 
 class DenoisingScoreMatching(EnergyEstimator):
-    r"""Denoising score matching (Vincent 2011) as a loss for NumPyro's ``SVI``.
+    r"""Denoising score matching (Vincent 2011), and its noise-conditional form (Song and Ermon
+    2019), as a loss for NumPyro's ``SVI``.
 
     Each example is noised, :math:`\tilde x = x + \sigma\varepsilon`, and the model's score at
     :math:`\tilde x` regresses onto :math:`-(\tilde x - x)/\sigma^2`, weighted by
@@ -305,9 +334,26 @@ class DenoisingScoreMatching(EnergyEstimator):
     :math:`\mathcal N(0, \sigma^2 I)` (for Gaussian data: precision :math:`(\Sigma +
     \sigma^2 I)^{-1}`).
 
-    :param sigma: the noise scale (> 0), or a tuple of scales: each example then draws one
-        uniformly, and the optimum is a :math:`\sigma^2`-weighted compromise between the
-        smoothed densities (the energy is not conditioned on :math:`\sigma`).
+    **Noise-conditional** (the site's energy is a :class:`~numpyro_ebm.NoiseConditionalEnergy`
+    :math:`E(x, \sigma)`): each example draws a level :math:`\sigma_n` uniformly from the ladder
+    and the energy is evaluated *at that level*, :math:`E(\tilde x_n, \sigma_n)`, so
+
+    .. math::
+
+        J(\theta) = \frac1N\sum_n \tfrac12\big\|\varepsilon_n - \sigma_n
+        \nabla_x E_\theta(x_n + \sigma_n\varepsilon_n, \sigma_n)\big\|^2
+
+    is minimized at every level separately by the score of the data smoothed at that level
+    (Gaussian data: precision :math:`(\Sigma + \sigma_n^2 I)^{-1}` at :math:`\sigma_n`).
+    Sample the trained model with :func:`~numpyro_ebm.annealed_langevin`; use its smallest level
+    as an ordinary site with :func:`~numpyro_ebm.at_noise_level` (or the ``Unnormalized`` itself,
+    whose energy without ``sigma`` is the smallest level).
+
+    :param sigma: the noise scale (> 0), or a tuple of scales (e.g.
+        :func:`~numpyro_ebm.geometric_sigmas`): each example then draws one uniformly. For an
+        energy that is not noise-conditional the optimum is then a :math:`\sigma^2`-weighted
+        compromise between the smoothed densities. ``None`` (default): the ladder of the site's
+        :class:`~numpyro_ebm.NoiseConditionalEnergy` (an error for other energies).
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
 
@@ -317,19 +363,32 @@ class DenoisingScoreMatching(EnergyEstimator):
 
         loss = DenoisingScoreMatching(sigma=0.1)
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3), loss=loss)
+        # noise-conditional: the site's energy is NoiseConditionalEnergy(net, sigmas)
+        svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3), loss=DenoisingScoreMatching())
     """
 
-    def __init__(self, sigma, sites=None):
+    def __init__(self, sigma=None, sites=None):
         super().__init__(sites)
-        self.sigmas = _check_sigmas(sigma)
+        self.sigmas = None if sigma is None else _check_sigmas(sigma)
 
     def site_loss(self, site, rng_key, state=None):
-        energy, x = flat_energy(site)
+        conditional = is_noise_conditional(site)
+        sigmas = self.sigmas
+        if sigmas is None:
+            if not conditional:
+                raise ValueError(
+                    f"DenoisingScoreMatching: `sigma` is None, but the energy of site "
+                    f"'{site.name}' is not a NoiseConditionalEnergy (which carries its own "
+                    "ladder); pass `sigma` (a positive float or a tuple of them)."
+                )
+            sigmas = site.dist.energy_fn.sigmas
+        _, x = flat_energy(site)
         eps_key, sigma_key = jax.random.split(rng_key)
         eps = jax.random.normal(eps_key, x.shape, dtype=x.dtype)
-        sigmas = jnp.asarray(self.sigmas, dtype=x.dtype)
-        if len(self.sigmas) == 1:
-            sigma = sigmas[0]
+        values = jnp.asarray(sigmas, dtype=x.dtype)
+        if len(sigmas) == 1:
+            sigma = values[0]
         else:
-            sigma = sigmas[jax.random.randint(sigma_key, x.shape[:-1], 0, len(self.sigmas))]
+            sigma = values[jax.random.randint(sigma_key, x.shape[:-1], 0, len(sigmas))]
+        energy, _ = flat_energy(site, sigma if conditional else None)
         return denoising_score_matching_loss(energy, x, eps, sigma)

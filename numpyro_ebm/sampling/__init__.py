@@ -1,5 +1,14 @@
 """Samplers: BlackJAX-shaped kernels (one algorithm per module) and the many-chain driver."""
 
+from numpyro_ebm.sampling.annealed_langevin import (
+    AnnealedLangevinResult,
+    NoiseConditionalEnergy,
+    anneal_chains,
+    annealed_langevin,
+    at_noise_level,
+    check_sigmas,
+    geometric_sigmas,
+)
 from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_block_gibbs, clamped_kernel, embed
@@ -88,4 +97,12 @@ __all__ = [
     "clamped_block_gibbs",
     "clamped_kernel",
     "embed",
+    # issue 11: annealed training
+    "AnnealedLangevinResult",
+    "NoiseConditionalEnergy",
+    "anneal_chains",
+    "annealed_langevin",
+    "at_noise_level",
+    "check_sigmas",
+    "geometric_sigmas",
 ]
