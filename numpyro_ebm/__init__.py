@@ -58,6 +58,7 @@ from numpyro_ebm.sampling.block_gibbs import block_gibbs
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_kernel, embed
 from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
+from numpyro_ebm.sampling.exchange import ExchangeKernel
 from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -92,6 +93,7 @@ __all__ = [
     "DenoisingScoreMatching",
     "EBMSite",
     "EnergyEstimator",
+    "ExchangeKernel",
     "FlowContrastiveEstimation",
     "FlowGuide",
     "LogLikelihood",

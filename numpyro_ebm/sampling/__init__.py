@@ -19,6 +19,7 @@ from numpyro_ebm.sampling.ebm_gibbs import (
     discrete_ebm_sites,
     discrete_gibbs_sites,
 )
+from numpyro_ebm.sampling.exchange import ExchangeKernel, ExchangeState, enumeration_sampler
 from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
@@ -45,6 +46,8 @@ __all__ = [
     "BlackJAXKernelState",
     "BlockGibbsState",
     "ChainResult",
+    "ExchangeKernel",
+    "ExchangeState",
     "GWGInfo",
     "GWGState",
     "GibbsInfo",
@@ -53,6 +56,7 @@ __all__ = [
     "ULAInfo",
     "ULAState",
     "block_gibbs",
+    "enumeration_sampler",
     "gibbs",
     "gibbs_with_gradients",
     "pool_moments",
