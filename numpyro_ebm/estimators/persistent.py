@@ -25,7 +25,7 @@ import numpyro.distributions as dist
 
 from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import ANY_SITE
-from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
+from numpyro_ebm.estimators.contrastive import ContrastiveDivergence, scores_single_events
 from numpyro_ebm.estimators.sites import EBMSite, site_events
 from numpyro_ebm.sampling.chains import sample_chains
 
@@ -203,6 +203,13 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
 
     def site_loss(self, site, rng_key, state):
         """One PCD update of the site's chains: ``(loss, new state)``."""
+        if not scores_single_events(site.dist, site.data):
+            raise ValueError(
+                f"PersistentContrastiveDivergence: the energy of site {site.name!r} scores only "
+                "whole minibatches (a conditional energy E(y, x) closing over a minibatch of x), "
+                "so persistent chains cannot be matched to examples; train it with "
+                "ContrastiveDivergence (chains over y started at each example, its x held fixed)."
+            )
         positions = state["positions"]
         pick_key, reinit_key, fresh_key, chain_key = jax.random.split(rng_key, 4)
         if self.buffer_size is None:
