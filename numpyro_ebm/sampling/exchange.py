@@ -44,7 +44,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+from numpyro.infer.util import ParamInfo, constrain_fn, initialize_model, potential_energy
 from numpyro.util import identity, is_prng_key
 
 from numpyro_ebm.distribution import Unnormalized
@@ -146,7 +146,8 @@ class ExchangeKernel(MCMCKernel):
     :param proposal: optional ``(rng_key, z) -> (z_new, log_q_ratio)`` on the dict of
         unconstrained latent values, ``log_q_ratio`` :math:`= \log q(z \mid z') - \log q(z'
         \mid z)` (0 for a symmetric proposal); replaces the random walk (no adaptation).
-    :param init_strategy: NumPyro init strategy of the latent sites.
+    :param init_strategy: NumPyro init strategy of the latent sites (``init_params`` given to
+        ``MCMC.run`` are unconstrained values, as for HMC).
 
     **Example**
 
@@ -292,6 +293,8 @@ class ExchangeKernel(MCMCKernel):
             model_args=model_args, model_kwargs=model_kwargs, validate_grad=False,
         )
         self._postprocess_fn = postprocess_fn
+        if isinstance(init_params, ParamInfo):
+            init_params = init_params.z
         z0 = info.z if not init_params else init_params
 
         def init_one(key):
