@@ -59,11 +59,21 @@ def heldout_nll(x, y, w, log_s):
     return float(jnp.mean(energy(y, x, w, log_s) + log_Z))
 
 
-def test_cd_trains_conditional_energy_to_true_conditional_nll():
+@pytest.mark.parametrize("estimator", ["cd", "pcd"])
+def test_cd_pcd_train_conditional_energy_to_true_conditional_nll(estimator):
     x, y = sample_data(jax.random.key(0), 4000)
-    cd = ContrastiveDivergence(functools.partial(numpyro_ebm.ula, step_size=0.003), num_steps=20)
-    svi = SVI(conditional_model, no_guide, optax.adam(0.02), loss=cd)
+    ula = functools.partial(numpyro_ebm.ula, step_size=0.003)
+    if estimator == "cd":
+        loss = ContrastiveDivergence(ula, num_steps=20)
+        guide = no_guide
+    else:  # one persistent chain per example (4000), 5 steps per visit
+        loss = PersistentContrastiveDivergence(ula, num_steps=5, reinit_prob=0.0)
+        guide = loss.make_guide(conditional_model)
+    svi = SVI(conditional_model, guide, optax.adam(0.02), loss=loss)
     result = svi.run(jax.random.key(1), 1500, x, y, progress_bar=False)
+    if estimator == "pcd":
+        chains = result.state.mutable_state["pcd_chains"]["y"]
+        assert chains["positions"].shape == (4000,) and bool(chains["visited"].all())
     x_test, y_test = sample_data(jax.random.key(2), 2000)
     truth = heldout_nll(x_test, y_test, jnp.array(W_TRUE), jnp.log(S_TRUE))
     # the quadrature matches the mixture's closed form
@@ -78,7 +88,7 @@ def test_cd_trains_conditional_energy_to_true_conditional_nll():
     assert abs(math.exp(float(result.params["log_s"])) - S_TRUE) < 0.05
 
 
-def test_conditional_energy_is_detected_and_pcd_refuses_it():
+def test_conditional_energy_is_detected_and_pcd_needs_make_guide():
     from numpyro_ebm.estimators.contrastive import scores_single_events
 
     x = jnp.linspace(0.0, 1.0, 8)
@@ -94,5 +104,5 @@ def test_conditional_energy_is_detected_and_pcd_refuses_it():
     )
     svi = SVI(conditional_model, pcd.guide, optax.adam(0.01), loss=pcd)
     state = svi.init(jax.random.key(0), x_data, y_data)
-    with pytest.raises(ValueError, match="site 'y'.*ContrastiveDivergence"):
+    with pytest.raises(ValueError, match="site 'y'.*make_guide"):
         svi.update(state, x_data, y_data)
