@@ -30,7 +30,9 @@ fixed, under the log density :math:`\sum_i -E(y_i, x_i)`: the product of the per
 conditionals, so each :math:`y_i` is a chain of :math:`p(y \mid x_i)`. With ULA (a
 coordinate-wise update) these are exactly independent per-example chains; a Metropolis-adjusted
 kernel (MALA) accepts or rejects the minibatch as a whole (valid, slower mixing for large
-minibatches). PCD keeps no per-example chains and refuses such sites. CD and PCD train the
+minibatches). PCD keeps one persistent chain per example for such sites, stored at the plate's
+(subsample) index (:meth:`~numpyro_ebm.PersistentContrastiveDivergence.conditional_site_loss`;
+build its guide with ``make_guide``). CD and PCD train the
 non-label sites (``site_kind = "sampled"``: continuous sites and discrete vectors); a class label
 site is trained exactly by :class:`numpyro_ebm.ConditionalMaximumLikelihood`, so a joint model
 (JEM) trains with ``CombinedLoss(PersistentContrastiveDivergence(...),

@@ -91,6 +91,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         svi = SVI(model, pcd.guide, optim, loss=pcd)                 # init_dist given
         svi = SVI(model, pcd.make_guide(model), optim, loss=pcd)     # works without init_dist
 
+    A conditional energy :math:`E(y, x)` (one that scores only whole minibatches) gets one
+    persistent chain per example instead, kept by the example's plate index
+    (:meth:`conditional_site_loss`; needs ``pcd.make_guide(model)``).
+
     ``pcd.guide`` has no sample sites: it only holds the chains. ``pcd.make_guide(model)`` traces
     the model once at ``SVI.init`` to read the trained sites' event shape and data; without
     ``init_dist`` it then starts and restarts chains from a diagonal Gaussian matched to the mean
