@@ -55,6 +55,7 @@ from numpyro_ebm.evaluation.tempering import (
 )
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.block_gibbs import block_gibbs
+from numpyro_ebm.sampling.cftp import ising_cftp
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_kernel, embed
 from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
@@ -121,6 +122,7 @@ __all__ = [
     "gibbs",
     "gibbs_with_gradients",
     "heldout_log_likelihood",
+    "ising_cftp",
     "label_ebm",
     "label_energies",
     "load_checkpoint",

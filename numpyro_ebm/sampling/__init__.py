@@ -1,6 +1,7 @@
 """Samplers: BlackJAX-shaped kernels (one algorithm per module) and the many-chain driver."""
 
 from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
+from numpyro_ebm.sampling.cftp import ising_cftp
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_block_gibbs, clamped_kernel, embed
 from numpyro_ebm.sampling.discrete import GibbsInfo
@@ -59,6 +60,7 @@ __all__ = [
     "enumeration_sampler",
     "gibbs",
     "gibbs_with_gradients",
+    "ising_cftp",
     "pool_moments",
     "sample_chains",
     "ula",

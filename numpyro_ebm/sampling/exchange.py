@@ -135,7 +135,8 @@ class ExchangeKernel(MCMCKernel):
           path's base (``aux_init="base"``);
         * ``"enumerate"`` (exact): :func:`enumeration_sampler`, for small discrete events
           (a 4x4 Ising lattice: 65536 configurations);
-        * a callable ``(rng_key, params, y) -> w`` (exact when it is): ``params`` the latent
+        * a callable ``(rng_key, params, y) -> w`` (exact when it is, e.g. perfect draws of an
+          Ising lattice by :func:`~numpyro_ebm.sampling.cftp.ising_cftp`): ``params`` the latent
           sites' constrained values at :math:`\theta'`, ``y`` the observed value, ``w`` of
           ``y``'s shape.
     :param int num_aux_steps: MCMC transitions per auxiliary draw (``"mcmc"`` only).
