@@ -69,9 +69,11 @@ from numpyro_ebm.sampling.annealed_langevin import (
 )
 from numpyro_ebm.sampling.annealing import AnnealingPath, geometric_path, transition_path
 from numpyro_ebm.sampling.block_gibbs import block_gibbs
+from numpyro_ebm.sampling.cftp import ising_cftp
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_kernel, embed
 from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
+from numpyro_ebm.sampling.exchange import ExchangeKernel
 from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
@@ -106,6 +108,7 @@ __all__ = [
     "DenoisingScoreMatching",
     "EBMSite",
     "EnergyEstimator",
+    "ExchangeKernel",
     "FlowContrastiveEstimation",
     "FlowGuide",
     "LogLikelihood",
@@ -133,6 +136,7 @@ __all__ = [
     "gibbs",
     "gibbs_with_gradients",
     "heldout_log_likelihood",
+    "ising_cftp",
     "label_ebm",
     "label_energies",
     "load_checkpoint",

@@ -20,9 +20,19 @@ where they stopped at the previous update.
 The loss value is not a log-likelihood (it is a difference of energies); watch a held-out
 likelihood or samples instead.
 
-Chains are ``vmap``-ed over single positions of shape ``event_shape``, so the site's energy must
-score one event on its own: an energy that closes over batch-shaped conditioning inputs
-(``E(y | x)`` with a minibatch of ``x``) is not supported by these samplers. CD and PCD train the
+Chains are ``vmap``-ed over single positions of shape ``event_shape`` when the site's energy
+scores one event on its own. A **conditional energy** :math:`E(y, x)` that closes over a
+minibatch of conditioning inputs (``Unnormalized(lambda y: E(y, x), ...)`` in a plate over the
+examples, ``x`` a model input or another observed site) scores only the whole minibatch at once
+(:func:`scores_single_events` is False). CD then runs the chains over :math:`y` jointly, one
+position of the minibatch's shape started at the data, with every example's :math:`x` held
+fixed, under the log density :math:`\sum_i -E(y_i, x_i)`: the product of the per-example
+conditionals, so each :math:`y_i` is a chain of :math:`p(y \mid x_i)`. With ULA (a
+coordinate-wise update) these are exactly independent per-example chains; a Metropolis-adjusted
+kernel (MALA) accepts or rejects the minibatch as a whole (valid, slower mixing for large
+minibatches). PCD keeps one persistent chain per example for such sites, stored at the plate's
+(subsample) index (:meth:`~numpyro_ebm.PersistentContrastiveDivergence.conditional_site_loss`;
+build its guide with ``make_guide``). CD and PCD train the
 non-label sites (``site_kind = "sampled"``: continuous sites and discrete vectors); a class label
 site is trained exactly by :class:`numpyro_ebm.ConditionalMaximumLikelihood`, so a joint model
 (JEM) trains with ``CombinedLoss(PersistentContrastiveDivergence(...),
@@ -41,7 +51,13 @@ from numpyro_ebm.estimators.base import EnergyEstimator
 from numpyro_ebm.estimators.sites import EBMSite, site_events
 from numpyro_ebm.sampling.chains import build_algorithm, sample_chains
 
-__all__ = ["ContrastiveDivergence", "contrastive_divergence_loss", "check_alpha", "check_kernel"]
+__all__ = [
+    "ContrastiveDivergence",
+    "check_alpha",
+    "check_kernel",
+    "contrastive_divergence_loss",
+    "scores_single_events",
+]
 
 
 def contrastive_divergence_loss(energy_data, energy_negative, alpha=0.0):
@@ -71,6 +87,23 @@ def check_kernel(kernel) -> None:
     ``annealing_path``, e.g. an RBM's block Gibbs kernel), checked when the site is traced."""
     if kernel is not None:
         build_algorithm(kernel, lambda x: -0.5 * jnp.sum(x**2))
+
+
+def scores_single_events(dist, data) -> bool:
+    """Whether the site's energy scores one event on its own: ``dist.energy`` of one event of
+    ``data`` (shape ``(1, *event_shape)``) has shape ``(1,)``. False for a conditional energy
+    ``E(y, x)`` closing over a minibatch of ``x`` (it broadcasts one ``y`` against every ``x``,
+    or fails), whose chains must then run over the whole minibatch (module docstring). Checked
+    on shapes only (``jax.eval_shape``), so it costs nothing."""
+    events = site_events(dist, data)
+    if events.shape[0] <= 1:
+        return True
+    try:
+        out = jax.eval_shape(dist.energy_fn, jax.ShapeDtypeStruct((1, *events.shape[1:]),
+                                                                   events.dtype))
+    except (TypeError, ValueError):
+        return False
+    return tuple(out.shape) in ((1,), (1, 1), ())
 
 
 def check_alpha(alpha) -> float:
@@ -160,7 +193,23 @@ class ContrastiveDivergence(EnergyEstimator):
 
     def site_loss(self, site, rng_key, state=None):
         start = jax.lax.stop_gradient(site_events(site.dist, site.data))
+        if not scores_single_events(site.dist, site.data):
+            return self.negatives_loss(site, self.conditional_negatives(site, rng_key, start))
         negatives = sample_chains(
             rng_key, self.chain_target(site), self.kernel, start, self.num_steps
         ).positions
         return self.negatives_loss(site, negatives)
+
+    def conditional_negatives(self, site: EBMSite, rng_key, start) -> jax.Array:
+        r"""Negatives of a conditional energy (one that scores only whole minibatches): one chain
+        whose position is the minibatch ``(n, *event_shape)``, started at ``start``, under
+        :math:`\sum_i -E(y_i, x_i)` (each example's ``x`` fixed); returns ``(n, *event_shape)``."""
+        frozen = site.frozen
+        if self.kernel is None:
+            target = self.chain_target(site)  # the site's own sampler takes the minibatch
+        else:
+            def target(y):
+                return -jnp.sum(frozen.energy(y))
+
+        positions = sample_chains(rng_key, target, self.kernel, start[None], self.num_steps)
+        return positions.positions[0]

@@ -43,7 +43,7 @@ import numpyro.distributions as dist
 
 from numpyro_ebm._validation import check_float, check_int
 from numpyro_ebm.estimators.base import ANY_SITE
-from numpyro_ebm.estimators.contrastive import ContrastiveDivergence
+from numpyro_ebm.estimators.contrastive import ContrastiveDivergence, scores_single_events
 from numpyro_ebm.estimators.sites import EBMSite, site_events
 from numpyro_ebm.sampling.annealed_langevin import anneal_chains
 from numpyro_ebm.sampling.chains import build_algorithm, sample_chains
@@ -142,6 +142,10 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         pcd = PersistentContrastiveDivergence(kernel, init_dist=box)
         svi = SVI(model, pcd.guide, optim, loss=pcd)                 # init_dist given
         svi = SVI(model, pcd.make_guide(model), optim, loss=pcd)     # works without init_dist
+
+    A conditional energy :math:`E(y, x)` (one that scores only whole minibatches) gets one
+    persistent chain per example instead, kept by the example's plate index
+    (:meth:`conditional_site_loss`; needs ``pcd.make_guide(model)``).
 
     ``pcd.guide`` has no sample sites: it only holds the chains. ``pcd.make_guide(model)`` traces
     the model once at ``SVI.init`` to read the trained sites' event shape and data; without
@@ -286,6 +290,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         for i, site in enumerate(sites):
             key = jax.random.fold_in(rng_key, i)
             event_shape = tuple(site.dist.event_shape)
+            if not scores_single_events(site.dist, site.data):
+                state[site.name] = self._conditional_initial_state(site)
+                continue
             d = self._site_init_dist(site.name)
             if d is None:
                 data = site_events(site.dist, site.data)
@@ -318,9 +325,71 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
             return init_dist.log_prob
         loc, scale = state["loc"], state["scale"]
         return lambda x: jnp.sum(dist.Normal(loc, scale).log_prob(x))
+    # -- conditional energies: one persistent chain per example ---------------------------------
+
+    def _conditional_initial_state(self, site: EBMSite) -> dict:
+        """``{"positions": (num_examples, *event_shape), "visited": (num_examples,)}``: one chain
+        per example of the plate, started at the example's data on its first visit."""
+        if site.example_index is None:
+            raise ValueError(
+                f"PersistentContrastiveDivergence: the energy of site {site.name!r} scores only "
+                "whole minibatches (a conditional energy E(y, x)), so its chains are kept per "
+                "example, which needs the site under one `numpyro.plate` over the examples (one "
+                "batch dimension); or train it with ContrastiveDivergence."
+            )
+        if self.buffer_size is not None:
+            raise ValueError(
+                f"PersistentContrastiveDivergence: site {site.name!r} has a conditional energy "
+                "(one chain per example); `buffer_size` does not apply to it: pass None."
+            )
+        data = site_events(site.dist, site.data)
+        dtype = jnp.result_type(float, data.dtype)
+        return {
+            "positions": jnp.zeros((site.num_examples, *data.shape[1:]), dtype),
+            "visited": jnp.zeros((site.num_examples,), bool),
+        }
+
+    def conditional_site_loss(self, site: EBMSite, rng_key, state):
+        r"""PCD for a conditional energy :math:`E(y, x)`: example :math:`i` of the minibatch
+        continues its own persistent chain over :math:`y` (with its :math:`x_i` fixed), stored at
+        its plate index; a chain starts at :math:`y_i` on the example's first visit, and
+        restarts there with probability ``reinit_prob`` or when it diverged. ``num_chains``
+        does not apply (one chain per example). Returns ``(loss, new state)``."""
+        if "visited" not in state or site.example_index is None:
+            raise ValueError(
+                f"PersistentContrastiveDivergence: site {site.name!r} has a conditional energy "
+                "E(y, x) (it scores only whole minibatches), whose chains are kept per example: "
+                "build the guide with `pcd.make_guide(model)` (and keep the site under one "
+                "numpyro.plate over the examples)."
+            )
+        positions, visited = state["positions"], state["visited"]
+        if positions.shape[0] != site.num_examples:
+            raise ValueError(
+                f"PersistentContrastiveDivergence: the chains of site {site.name!r} were built "
+                f"for {positions.shape[0]} examples, the plate now has {site.num_examples}: "
+                "build the guide for this data."
+            )
+        idx = site.example_index
+        data = jax.lax.stop_gradient(site_events(site.dist, site.data)).astype(positions.dtype)
+        reinit_key, chain_key = jax.random.split(rng_key)
+        start = positions[idx]
+        event_axes = tuple(range(1, start.ndim))
+        restart = ~visited[idx] | ~jnp.all(jnp.isfinite(start), axis=event_axes)
+        if self.reinit_prob > 0:
+            restart = restart | jax.random.bernoulli(reinit_key, self.reinit_prob, idx.shape)
+        mask = jnp.reshape(restart, (-1,) + (1,) * len(event_axes))
+        start = jnp.where(mask, data, start)
+        negatives = jax.lax.stop_gradient(self.conditional_negatives(site, chain_key, start))
+        finite = jnp.all(jnp.isfinite(negatives), axis=event_axes)
+        kept = jnp.where(jnp.reshape(finite, mask.shape), negatives, data)
+        new_state = {**state, "positions": positions.at[idx].set(kept),
+                     "visited": visited.at[idx].set(True)}
+        return self.negatives_loss(site, negatives), new_state
 
     def site_loss(self, site, rng_key, state):
         """One PCD update of the site's chains: ``(loss, new state)``."""
+        if not scores_single_events(site.dist, site.data):
+            return self.conditional_site_loss(site, rng_key, state)
         positions = state["positions"]
         pick_key, reinit_key, fresh_key, chain_key = jax.random.split(rng_key, 4)
         anneal_key = jax.random.fold_in(rng_key, 5)

@@ -49,12 +49,32 @@ class EBMSite(NamedTuple):
     :ivar frozen: the same distribution from a trace under stop-gradient parameters and the same
         model key (hence the same minibatch), to draw MCMC negatives from; ``None`` unless the
         estimator sets :attr:`EnergyEstimator.stop_gradient_trace`.
+    :ivar example_index: when the site has one batch dimension under one ``numpyro.plate``: the
+        indices of the minibatch's examples in the plate (its subsample indices; ``arange(size)``
+        without subsampling), ``(batch,)``; else ``None``. Per-example state (PCD's chains of a
+        conditional energy) is kept by these indices.
+    :ivar num_examples: the plate's full size when ``example_index`` is set, else ``None``.
     """
 
     name: str
     dist: Unnormalized
     data: jax.Array
     frozen: Unnormalized | None = None
+    example_index: jax.Array | None = None
+    num_examples: int | None = None
+
+
+def _plate_indices(tr, site):
+    """``(indices, size)`` of the one plate over the site's one batch dimension, or ``(None,
+    None)``."""
+    frames = [f for f in site.get("cond_indep_stack", ()) if f.dim is not None]
+    if len(frames) != 1 or len(site["fn"].batch_shape) != 1:
+        return None, None
+    plate = tr.get(frames[0].name)
+    if plate is None or plate["type"] != "plate":
+        return None, None
+    size = plate["args"][0]
+    return jnp.asarray(plate["value"]), int(size)
 
 
 def observed_ebm_sites(
@@ -84,7 +104,8 @@ def observed_ebm_sites(
         fn = unwrap_distribution(site["fn"])
         if isinstance(fn, Unnormalized):
             check_finite(f"observed data of site '{name}'", site["value"])
-            sites.append(EBMSite(name, fn, jnp.asarray(site["value"])))
+            index, size = _plate_indices(tr, site)
+            sites.append(EBMSite(name, fn, jnp.asarray(site["value"]), None, index, size))
     if not sites:
         described = {
             k: type(unwrap_distribution(v["fn"])).__name__

@@ -10,6 +10,7 @@ from numpyro_ebm.sampling.annealed_langevin import (
     geometric_sigmas,
 )
 from numpyro_ebm.sampling.block_gibbs import BlockGibbsState, block_gibbs
+from numpyro_ebm.sampling.cftp import ising_cftp
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_block_gibbs, clamped_kernel, embed
 from numpyro_ebm.sampling.discrete import GibbsInfo
@@ -27,6 +28,7 @@ from numpyro_ebm.sampling.ebm_gibbs import (
     discrete_ebm_sites,
     discrete_gibbs_sites,
 )
+from numpyro_ebm.sampling.exchange import ExchangeKernel, ExchangeState, enumeration_sampler
 from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
@@ -53,6 +55,8 @@ __all__ = [
     "BlackJAXKernelState",
     "BlockGibbsState",
     "ChainResult",
+    "ExchangeKernel",
+    "ExchangeState",
     "GWGInfo",
     "GWGState",
     "GibbsInfo",
@@ -61,8 +65,10 @@ __all__ = [
     "ULAInfo",
     "ULAState",
     "block_gibbs",
+    "enumeration_sampler",
     "gibbs",
     "gibbs_with_gradients",
+    "ising_cftp",
     "pool_moments",
     "sample_chains",
     "ula",
