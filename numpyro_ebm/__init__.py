@@ -94,7 +94,7 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "AISResult",
