@@ -464,7 +464,11 @@ class EBMGibbs(Gibbs):
         e.g. ``blackjax_options={"adapt": True}``). ``None`` when every latent site is a
         discrete EBM site (then pass ``model=``).
     :param model: the model, when ``inner_kernel`` is ``None`` or a BlackJAX factory.
-    :param sites, blocks, values, num_sweeps, chunk_size: as :class:`EBMSiteGibbs`.
+    :param sites: as :class:`EBMSiteGibbs`.
+    :param blocks: as :class:`EBMSiteGibbs`.
+    :param values: as :class:`EBMSiteGibbs`.
+    :param num_sweeps: as :class:`EBMSiteGibbs`.
+    :param chunk_size: as :class:`EBMSiteGibbs`.
     :param dict blackjax_options: keyword arguments of ``BlackJAXKernel`` (BlackJAX factories).
 
     **Example**
