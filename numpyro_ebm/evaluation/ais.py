@@ -50,6 +50,8 @@ from numpyro_ebm.sampling.distributed import constrain_chains
 
 __all__ = [
     "AISResult",
+    "NegativeEnergy",
+    "energy_path",
     "warn_nan_chains",
     "annealed_importance_sampling",
     "check_betas",
@@ -313,7 +315,7 @@ def logz_ais(
     if betas is None:
         betas = temperature_schedule(num_temperatures, schedule)
     betas = check_betas(betas)
-    path = _as_path(target, base, kernel)
+    path = energy_path(target, base, kernel, "logz_ais")
     if base is not None:
         x0 = base.sample(jax.random.key(0), (1,))
         energy_shape = jax.eval_shape(
@@ -336,33 +338,54 @@ def logz_ais(
     return result
 
 
-def _as_path(target, base, kernel) -> AnnealingPath:
+class NegativeEnergy:
+    """``x -> -energy(x)``, equal (and hashing equal) to every other ``NegativeEnergy`` of the
+    same ``energy``: a log density that compiled-program caches recognize across calls."""
+
+    def __init__(self, energy: Callable):
+        self.energy = energy
+
+    def __call__(self, x):
+        return -self.energy(x)
+
+    def __hash__(self):
+        return hash((NegativeEnergy, self.energy))
+
+    def __eq__(self, other):
+        return isinstance(other, NegativeEnergy) and other.energy is self.energy
+
+
+def energy_path(target, base=None, kernel=None, caller: str = "logz") -> AnnealingPath:
+    """The :class:`~numpyro_ebm.AnnealingPath` of a log-Z estimator's ``target`` (one reading for
+    :func:`~numpyro_ebm.logz_ais`, ``logz_stepping_stone`` and ``logz_smc``): an ``AnnealingPath`` (``base``, ``kernel`` None), an
+    ``Unnormalized`` distribution carrying one (``kernel`` None), or an energy function (or an
+    ``Unnormalized``) with a normalized ``base`` and a kernel factory (the geometric path)."""
     if isinstance(target, AnnealingPath):
         if base is not None or kernel is not None:
             raise ValueError(
-                "logz_ais: `target` is an AnnealingPath, which brings its own base and kernels; "
+                f"{caller}: `target` is an AnnealingPath, which brings its own base and kernels; "
                 "leave `base` and `kernel` as None."
             )
         return target
     if isinstance(target, Unnormalized) and kernel is None and base is None:
         if target.annealing_path is None:
             raise ValueError(
-                "logz_ais: this Unnormalized distribution has no annealing path of its own; pass "
+                f"{caller}: this Unnormalized distribution has no annealing path of its own; pass "
                 "a normalized `base` distribution and a kernel factory `kernel`."
             )
         return target.annealing_path
     energy = target.energy if isinstance(target, Unnormalized) else target
     if not callable(energy):
         raise TypeError(
-            "logz_ais: `target` must be an energy function x -> E(x), an AnnealingPath or an "
+            f"{caller}: `target` must be an energy function x -> E(x), an AnnealingPath or an "
             f"Unnormalized distribution; got {target!r}."
         )
-    if base is None or kernel is None:
+    if base is None or kernel is None:  # a `base` of the wrong type: geometric_path's TypeError
         raise ValueError(
-            "logz_ais: with an energy function as `target`, pass a normalized `base` distribution "
-            "and a kernel factory `kernel` (or pass `model.annealing_path(params)` as `target`)."
+            f"{caller}: with an energy function as `target`, pass a normalized `base` NumPyro "
+            "distribution and a kernel factory `kernel` (or pass `model.annealing_path(params)`)."
         )
-    return geometric_path(lambda x: -energy(x), base, kernel)
+    return geometric_path(NegativeEnergy(energy), base, kernel)
 
 
 #: keys of the targets whose kernel passed :func:`check_path_kernel` (insertion-ordered, bounded)

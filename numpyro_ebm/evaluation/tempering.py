@@ -44,8 +44,14 @@ from numpyro.distributions import Distribution
 
 from numpyro_ebm._validation import check_float, check_int, is_concrete, leading_size
 from numpyro_ebm.distribution import Unnormalized
-from numpyro_ebm.evaluation.ais import AISResult, check_betas, temperature_schedule
-from numpyro_ebm.sampling.annealing import AnnealingPath, check_path_kernel, geometric_path
+from numpyro_ebm.evaluation.ais import (
+    AISResult,
+    NegativeEnergy,
+    check_betas,
+    energy_path,
+    temperature_schedule,
+)
+from numpyro_ebm.sampling.annealing import AnnealingPath, check_path_kernel
 from numpyro_ebm.sampling.chains import sample_chains
 from numpyro_ebm.sampling.tempering import (
     PTState,
@@ -135,56 +141,6 @@ def stepping_stone(state: PTState) -> SteppingStoneResult:
         log_Z, stderr, log_Z_base - jnp.sum(log_r_rev), log_r, summary.betas,
         summary.rejection_rates, summary.barrier, summary.round_trip_rate, state.position,
     )
-
-
-class NegativeEnergy:
-    """``x -> -energy(x)``, equal (and hashing equal) to every other ``NegativeEnergy`` of the
-    same ``energy``: a log density that compiled-program caches recognize across calls."""
-
-    def __init__(self, energy: Callable):
-        self.energy = energy
-
-    def __call__(self, x):
-        return -self.energy(x)
-
-    def __hash__(self):
-        return hash((NegativeEnergy, self.energy))
-
-    def __eq__(self, other):
-        return isinstance(other, NegativeEnergy) and other.energy is self.energy
-
-
-def energy_path(target, base=None, kernel=None, caller: str = "logz") -> AnnealingPath:
-    """The :class:`~numpyro_ebm.AnnealingPath` of a log-Z estimator's ``target`` (as
-    :func:`~numpyro_ebm.logz_ais` reads it): an ``AnnealingPath`` (``base``, ``kernel`` None), an
-    ``Unnormalized`` distribution carrying one (``kernel`` None), or an energy function (or an
-    ``Unnormalized``) with a normalized ``base`` and a kernel factory (the geometric path)."""
-    if isinstance(target, AnnealingPath):
-        if base is not None or kernel is not None:
-            raise ValueError(
-                f"{caller}: `target` is an AnnealingPath, which brings its own base and kernels; "
-                "leave `base` and `kernel` as None."
-            )
-        return target
-    if isinstance(target, Unnormalized) and kernel is None and base is None:
-        if target.annealing_path is None:
-            raise ValueError(
-                f"{caller}: this Unnormalized distribution has no annealing path of its own; pass "
-                "a normalized `base` distribution and a kernel factory `kernel`."
-            )
-        return target.annealing_path
-    energy = target.energy if isinstance(target, Unnormalized) else target
-    if not callable(energy):
-        raise TypeError(
-            f"{caller}: `target` must be an energy function x -> E(x), an AnnealingPath or an "
-            f"Unnormalized distribution; got {target!r}."
-        )
-    if not isinstance(base, Distribution) or kernel is None:
-        raise ValueError(
-            f"{caller}: with an energy function as `target`, pass a normalized `base` NumPyro "
-            "distribution and a kernel factory `kernel` (or pass `model.annealing_path(params)`)."
-        )
-    return geometric_path(NegativeEnergy(energy), base, kernel)
 
 
 def logz_stepping_stone(
