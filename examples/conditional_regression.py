@@ -152,15 +152,17 @@ def conditional_draws(key, params, x_values, num_chains, num_steps):
     state of each chain."""
     E = bound_energy(params)
     mask = jnp.array([False, True])  # (y, x): x clamped
-    walk = functools.partial(blackjax.additive_step_random_walk,
-                             random_step=blackjax.mcmc.random_walk.normal(jnp.ones(1)))
+    walk = functools.partial(
+        blackjax.additive_step_random_walk,
+        random_step=blackjax.mcmc.random_walk.normal(jnp.ones(1)),
+    )
 
     def draws_at(rng_key, x_value):
-        logdensity = numpyro_ebm.clamp(lambda yx: -E(yx[0], yx[1]), mask,
-                                       jnp.stack([0.0, x_value]))
+        logdensity = numpyro_ebm.clamp(lambda yx: -E(yx[0], yx[1]), mask, jnp.stack([0.0, x_value]))
         init = jax.random.uniform(rng_key, (num_chains, 1), minval=-3.0, maxval=3.0)
-        res = numpyro_ebm.sample_chains(jax.random.fold_in(rng_key, 1), logdensity, walk, init,
-                                        num_steps)
+        res = numpyro_ebm.sample_chains(
+            jax.random.fold_in(rng_key, 1), logdensity, walk, init, num_steps
+        )
         return res.positions[:, 0]
 
     keys = jax.random.split(key, x_values.shape[0])
@@ -199,7 +201,7 @@ def train_mdn(key, x, y, updates, lr, batch_size=256):
 
     def step(carry, k):
         params, opt_state = carry
-        idx = jax.random.choice(k, x.shape[0], (batch_size,), replace=False)
+        idx = jax.random.randint(k, (batch_size,), 0, x.shape[0])
         loss_fn = lambda p: -jnp.mean(mdn_log_density(p, y[idx], x[idx]))
         grads = jax.grad(loss_fn)(params)
         updates_, opt_state = optim.update(grads, opt_state, params)
@@ -207,7 +209,8 @@ def train_mdn(key, x, y, updates, lr, batch_size=256):
 
     t0 = time.perf_counter()
     (params, _), _ = jax.jit(lambda c, ks: jax.lax.scan(step, c, ks))(
-        (params, optim.init(params)), jax.random.split(batch_key, updates))
+        (params, optim.init(params)), jax.random.split(batch_key, updates)
+    )
     jax.block_until_ready(params)
     return params, time.perf_counter() - t0
 
@@ -229,24 +232,47 @@ def plot(path, x, y, params_ebm, params_mdn, draws, x_draws, gaps):
 
     xs, ys = jnp.linspace(-1.0, 1.0, 100), jnp.linspace(-3.0, 3.0, 150)
     log_Z = ebm_log_normalizer(params_ebm, xs)  # once per column
-    ebm_row = lambda y_value, x_row: ebm_log_density(params_ebm, jnp.full_like(x_row, y_value),
-                                                     x_row, log_Z)
-    maps = [("true p(y | x)", heat_map(true_log_density, xs, ys)),
-            (f"EBM (gap {gaps[0]:+.3f} nats)", heat_map(ebm_row, xs, ys)),
-            (f"MDN (gap {gaps[1]:+.3f} nats)",
-             heat_map(lambda y_value, x_row: mdn_log_density(
-                 params_mdn, jnp.full_like(x_row, y_value), x_row), xs, ys))]
+    ebm_row = lambda y_value, x_row: ebm_log_density(
+        params_ebm, jnp.full_like(x_row, y_value), x_row, log_Z
+    )
+    maps = [
+        ("true p(y | x)", heat_map(true_log_density, xs, ys)),
+        (f"EBM (gap {gaps[0]:+.3f} nats)", heat_map(ebm_row, xs, ys)),
+        (
+            f"MDN (gap {gaps[1]:+.3f} nats)",
+            heat_map(
+                lambda y_value, x_row: mdn_log_density(
+                    params_mdn, jnp.full_like(x_row, y_value), x_row
+                ),
+                xs,
+                ys,
+            ),
+        ),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(17, 4), sharey=True)
     axes[0].scatter(x[:1000], y[:1000], s=2, alpha=0.5)
     axes[0].set(title="training data (1000 shown)", xlabel="x", ylabel="y", ylim=(-3, 3))
     vmax = maps[0][1].max()
     for ax, (title, density) in zip(axes[1:], maps):
-        ax.imshow(density, origin="lower", extent=(-1, 1, -3, 3), aspect="auto", cmap="magma",
-                  vmin=0.0, vmax=vmax)
+        ax.imshow(
+            density,
+            origin="lower",
+            extent=(-1, 1, -3, 3),
+            aspect="auto",
+            cmap="magma",
+            vmin=0.0,
+            vmax=vmax,
+        )
         ax.set(title=title, xlabel="x")
     jitter = 0.01 * np.random.default_rng(0).standard_normal(draws.shape)
-    axes[2].scatter(np.broadcast_to(x_draws[:, None], draws.shape) + jitter, draws, s=1, c="c",
-                    alpha=0.4, label="MCMC draws, x clamped")
+    axes[2].scatter(
+        np.broadcast_to(x_draws[:, None], draws.shape) + jitter,
+        draws,
+        s=1,
+        c="c",
+        alpha=0.4,
+        label="MCMC draws, x clamped",
+    )
     axes[2].legend(loc="lower right", fontsize=8, markerscale=5)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -270,8 +296,7 @@ def main(argv=None):
     if args.tiny:
         args.num_train, args.num_test, args.updates, args.mdn_updates = 1000, 500, 100, 100
 
-    key_data, key_test, key_ebm, key_mdn, key_draws = jax.random.split(
-        jax.random.key(args.seed), 5)
+    key_data, key_test, key_ebm, key_mdn, key_draws = jax.random.split(jax.random.key(args.seed), 5)
     x, y = sample_data(key_data, args.num_train)
     x_test, y_test = sample_data(key_test, args.num_test)
     truth = -float(jnp.mean(true_log_density(y_test, x_test)))
@@ -282,15 +307,27 @@ def main(argv=None):
     nll_mdn = -float(jnp.mean(mdn_log_density(params_mdn, y_test, x_test)))
 
     print(f"held-out conditional NLL (nats), {args.num_test} test points; truth {truth:.3f}")
-    print(f"  EBM ({args.estimator.upper()}, ULA x{args.num_steps}, {args.updates} updates): "
-          f"{nll_ebm:.3f}  gap {nll_ebm - truth:+.3f}  trained in {t_ebm:.1f} s")
-    print(f"  MDN (K=3, {args.mdn_updates} updates):{'':>{len(args.estimator) + 13}}"
-          f"{nll_mdn:.3f}  gap {nll_mdn - truth:+.3f}  trained in {t_mdn:.1f} s")
+    print(
+        f"  EBM ({args.estimator.upper()}, ULA x{args.num_steps}, {args.updates} updates): "
+        f"{nll_ebm:.3f}  gap {nll_ebm - truth:+.3f}  trained in {t_ebm:.1f} s"
+    )
+    print(
+        f"  MDN (K=3, {args.mdn_updates} updates):{'':>{len(args.estimator) + 13}}"
+        f"{nll_mdn:.3f}  gap {nll_mdn - truth:+.3f}  trained in {t_mdn:.1f} s"
+    )
 
     x_draws = jnp.linspace(-0.95, 0.95, 20)
     draws = conditional_draws(key_draws, params_ebm, x_draws, 100, 100 if args.tiny else 500)
-    plot(args.out, np.asarray(x), np.asarray(y), params_ebm, params_mdn, np.asarray(draws),
-         np.asarray(x_draws), (nll_ebm - truth, nll_mdn - truth))
+    plot(
+        args.out,
+        np.asarray(x),
+        np.asarray(y),
+        params_ebm,
+        params_mdn,
+        np.asarray(draws),
+        np.asarray(x_draws),
+        (nll_ebm - truth, nll_mdn - truth),
+    )
 
 
 if __name__ == "__main__":
