@@ -306,15 +306,12 @@ def main(argv=None):
     params_mdn, t_mdn = train_mdn(key_mdn, x, y, args.mdn_updates, 3e-3)
     nll_mdn = -float(jnp.mean(mdn_log_density(params_mdn, y_test, x_test)))
 
-    print(f"held-out conditional NLL (nats), {args.num_test} test points; truth {truth:.3f}")
-    print(
-        f"  EBM ({args.estimator.upper()}, ULA x{args.num_steps}, {args.updates} updates): "
-        f"{nll_ebm:.3f}  gap {nll_ebm - truth:+.3f}  trained in {t_ebm:.1f} s"
-    )
-    print(
-        f"  MDN (K=3, {args.mdn_updates} updates):{'':>{len(args.estimator) + 13}}"
-        f"{nll_mdn:.3f}  gap {nll_mdn - truth:+.3f}  trained in {t_mdn:.1f} s"
-    )
+    ebm_name = f"EBM ({args.estimator.upper()}, ULA x{args.num_steps}, {args.updates} updates)"
+    mdn_name = f"MDN baseline (K=3, {args.mdn_updates} updates)"
+    width = max(len(ebm_name), len(mdn_name))
+    print(f"held-out conditional NLL (nats) on {args.num_test} test points; truth {truth:.3f}")
+    for name, nll, seconds in ((ebm_name, nll_ebm, t_ebm), (mdn_name, nll_mdn, t_mdn)):
+        print(f"  {name:<{width}}  {nll:.3f}  gap {nll - truth:+.3f}  trained in {seconds:.1f} s")
 
     x_draws = jnp.linspace(-0.95, 0.95, 20)
     draws = conditional_draws(key_draws, params_ebm, x_draws, 100, 100 if args.tiny else 500)
