@@ -1,6 +1,5 @@
-r"""Regression with bimodal noise: a conditional EBM :math:`E_\theta(y, x)` trained by persistent
-contrastive divergence (chains over ``y`` with each example's ``x`` fixed) vs a mixture density
-network.
+r"""Regression with bimodal noise: a conditional EBM :math:`E_\theta(y, x)` trained by contrastive
+divergence (chains over ``y`` with each example's ``x`` fixed) vs a mixture density network.
 
 Data: :math:`x \sim U(-1, 1)` and, given :math:`x`, a two-component Gaussian mixture with means
 :math:`\pm a(x)`, :math:`a(x) = 1 + 0.5 x`, common sd :math:`s = 0.3` and the weight of the upper
@@ -10,12 +9,19 @@ branch :math:`\pi(x) = \sigma(2x)`, so the true :math:`\log p(y \mid x)` is know
    (2-64-64-1, swish) over ``(y, x)`` plus a fixed wide Gaussian base that keeps the tails
    normalizable. The label ``y`` is an observed ``Unnormalized`` site that closes over the
    minibatch's ``x`` (``docs/ebms_in_models.md``, "Conditional energies trained by CD and PCD"),
-   trained through NumPyro's ``SVI`` with ``PersistentContrastiveDivergence`` (ULA, one persistent
-   chain per example; ``--estimator cd`` for CD-k). Held-out NLL
+   trained through NumPyro's ``SVI`` with ``ContrastiveDivergence`` (CD-20, ULA chains started at
+   the minibatch's ``y``; ``--estimator pcd`` for ``PersistentContrastiveDivergence``, one
+   persistent chain per example). Held-out NLL
    :math:`E(y, x) + \log Z(x)` with :math:`\log Z(x)` by 1-D quadrature for every test ``x``
    (``numpyro_ebm.logz_quadrature`` under ``jax.vmap``).
 2. **Baseline**: a mixture density network (MLP ``x -> K`` Gaussian mixture parameters, K = 3),
    trained by maximum likelihood with optax.
+
+Measured gaps to the true held-out NLL (2000 updates, 4000 training points, seeds 0/1/2): CD-20
++0.009/+0.005/+0.010 nats; PCD with 5 ULA steps per visit +0.022/+0.032/+0.076 (PCD with 20:
++0.108 on seed 2); the MDN +0.003/+0.008/+0.007. Chains this short rarely cross between the two
+branches where they are far apart (x near 1), so the branches' relative weight is learned only
+indirectly, and PCD's chains, which persist across updates, misweight the minority branch more.
 
 Prints both held-out NLLs, their gaps to the true conditional NLL and the training times; saves
 a figure: the data, the true conditional density and both learned ones as heat maps over
@@ -284,9 +290,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=4000)
     parser.add_argument("--num-test", type=int, default=2000)
-    parser.add_argument("--estimator", choices=("pcd", "cd"), default="pcd")
+    parser.add_argument("--estimator", choices=("cd", "pcd"), default="cd")
     parser.add_argument("--updates", type=int, default=2000, help="SVI updates of the EBM")
-    parser.add_argument("--num-steps", type=int, default=5, help="ULA steps per update")
+    parser.add_argument("--num-steps", type=int, default=20, help="ULA steps per update")
     parser.add_argument("--step-size", type=float, default=0.003)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--mdn-updates", type=int, default=3000)
