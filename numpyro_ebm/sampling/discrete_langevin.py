@@ -191,7 +191,8 @@ def as_top_level_api(
     :param int num_categories: alternatively ``K`` categorical values (integer positions,
         one-hot log density).
     :param bool adjusted: Metropolis-Hastings correction (DMALA, exact); ``False`` gives DULA
-        (biased, cheaper: one value-and-gradient per step instead of one plus a reverse proposal).
+        (biased, always moves). Both cost one value-and-gradient per step (at the proposal; the
+        current one is kept in the state); DMALA adds the reverse proposal's log-probability.
     :return: ``SamplingAlgorithm(init, step)`` with :class:`DiscreteLangevinState` and
         :class:`DiscreteLangevinInfo`.
 
