@@ -173,7 +173,10 @@ def test_spin_ising_chains_match_enumeration():
     "make",
     [
         lambda: discrete_langevin(potts_logp_onehot, 1.0, num_categories=3),
-        lambda: gibbs_with_gradients(potts_logp_onehot, num_flips=3, num_categories=3),
+        pytest.param(  # GWG's categorical kernel is also checked by the one-step test below
+            lambda: gibbs_with_gradients(potts_logp_onehot, num_flips=3, num_categories=3),
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_potts_chains_match_enumeration(make):
