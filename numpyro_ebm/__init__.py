@@ -72,6 +72,7 @@ from numpyro_ebm.sampling.block_gibbs import block_gibbs
 from numpyro_ebm.sampling.cftp import ising_cftp
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_kernel, embed
+from numpyro_ebm.sampling.discrete_langevin import discrete_langevin
 from numpyro_ebm.sampling.ebm_gibbs import EBMGibbs, EBMSiteGibbs
 from numpyro_ebm.sampling.exchange import ExchangeKernel
 from numpyro_ebm.sampling.gibbs import gibbs
@@ -171,6 +172,7 @@ __all__ = [
     "EBMSiteGibbs",
     "clamp",
     "clamped_kernel",
+    "discrete_langevin",
     "embed",
     # issue 13: adversarial training
     "AdversarialEstimation",

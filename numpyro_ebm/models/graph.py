@@ -420,10 +420,24 @@ class Potts(_GraphModel):
     def energy(self, params, x):
         r""":math:`E(x) = -J \sum_{i<j} w_{ij} [x_i = x_j] - \sum_i h_{i, x_i}`;
         ``(..., *event_shape) -> (...)``."""
-        onehot = self.one_hot(x)
+        return self._energy_flat_onehot(params, self.one_hot(x))
+
+    def _energy_flat_onehot(self, params, onehot):
         w = jnp.asarray(self.adjacency, onehot.dtype)
         same = 0.5 * jnp.sum(onehot * jnp.einsum("ij,...jk->...ik", w, onehot), (-2, -1))
         return -params["J"] * same - jnp.sum(onehot * self._field(params), (-2, -1))
+
+    def logdensity_onehot(self, params, onehot):
+        r""":math:`-E` of one-hot states ``(..., *event_shape, q)`` (floats; equal to
+        :meth:`logdensity` at ``argmax``), differentiable in ``onehot``: the log density of the
+        gradient-based categorical samplers (:func:`numpyro_ebm.discrete_langevin`)."""
+        onehot = jnp.asarray(onehot)
+        k = len(self.event_shape) + 1
+        if onehot.shape[onehot.ndim - k:] != self.event_shape + (self.num_states,):
+            raise ValueError(f"{self!r}: one-hot states of shape {onehot.shape} do not end in "
+                             f"(*event_shape, q) = {self.event_shape + (self.num_states,)}.")
+        flat = jnp.reshape(onehot, onehot.shape[: onehot.ndim - k] + (self.num_nodes, -1))
+        return -self._energy_flat_onehot(params, flat)
 
     def init_states(self, rng_key, num_chains: int | None = None, dtype=jnp.float32):
         """Uniform random states ``(num_chains, *event_shape)`` (or ``event_shape``)."""

@@ -14,6 +14,11 @@ from numpyro_ebm.sampling.cftp import ising_cftp
 from numpyro_ebm.sampling.chains import ChainResult, RunningMoments, pool_moments, sample_chains
 from numpyro_ebm.sampling.clamp import clamp, clamped_block_gibbs, clamped_kernel, embed
 from numpyro_ebm.sampling.discrete import GibbsInfo
+from numpyro_ebm.sampling.discrete_langevin import (
+    DiscreteLangevinInfo,
+    DiscreteLangevinState,
+    discrete_langevin,
+)
 from numpyro_ebm.sampling.distributed import (
     chain_sharding,
     chains_from_local,
@@ -93,11 +98,14 @@ __all__ = [
     "replicate",
     "shard_chains",
     # issue 12: discrete EBM sites in MCMC, clamped sampling
+    "DiscreteLangevinInfo",
+    "DiscreteLangevinState",
     "EBMGibbs",
     "EBMSiteGibbs",
     "EBMSiteGibbsState",
     "discrete_ebm_sites",
     "discrete_gibbs_sites",
+    "discrete_langevin",
     "metropolised_block_step",
     "clamp",
     "clamped_block_gibbs",

@@ -10,6 +10,9 @@ r"""Shared pieces of the discrete samplers and of the discrete evaluators.
   entries are allowed values.
 * :func:`flip_rate`: the fraction of entries a transition changed, what the Gibbs kernels report.
 * :class:`GibbsInfo`: the info of a Gibbs transition (single-site or block).
+* :func:`onehot_value_and_grad`, :func:`check_categorical_position`: the one-hot convention of
+  the gradient-based categorical samplers (an integer position ``x`` of shape ``S``, a log
+  density of the one-hot array ``(*S, K)``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ import numpy as np
 
 from numpyro_ebm._validation import check_in_set, check_int
 
-__all__ = ["GibbsInfo", "check_array_position", "check_in_values", "check_values", "flip_rate"]
+__all__ = [
+    "GibbsInfo",
+    "check_array_position",
+    "check_categorical_position",
+    "check_in_values",
+    "check_values",
+    "flip_rate",
+    "onehot_value_and_grad",
+]
 
 
 class GibbsInfo(NamedTuple):
@@ -91,9 +102,7 @@ def check_array_position(caller: str, position) -> jax.Array:
 
 def check_in_values(caller: str, position, values: np.ndarray) -> None:
     """Raise a ``ValueError`` when a concrete ``position`` holds entries outside ``values``."""
-    check_in_set(
-        "position", position, values, caller, "Start the chains at valid configurations."
-    )
+    check_in_set("position", position, values, caller, "Start the chains at valid configurations.")
 
 
 def flip_rate(old, new) -> jax.Array:
@@ -102,3 +111,26 @@ def flip_rate(old, new) -> jax.Array:
     changed = sum(jnp.sum(a != b) for a, b in zip(leaves_old, leaves_new))
     total = sum(math.prod(jnp.shape(a)) for a in leaves_old)
     return jnp.asarray(changed, jnp.result_type(float)) / max(total, 1)
+
+
+def onehot_value_and_grad(logdensity_fn, position, num_categories: int):
+    r"""``(f(y), ∇_y f(y))`` at the one-hot embedding ``y = one_hot(position, K)`` (float,
+    shape ``(*position.shape, K)``) of an integer-coded categorical ``position``: the convention
+    of the gradient-based categorical samplers, whose ``logdensity_fn`` takes ``y``."""
+    onehot = jax.nn.one_hot(jnp.asarray(position).astype(jnp.int32), num_categories)
+    return jax.value_and_grad(logdensity_fn)(onehot)
+
+
+def check_categorical_position(caller: str, position, num_categories: int) -> jax.Array:
+    """A categorical position: one array (integer, or float holding integers) with entries in
+    ``0, ..., K-1`` (checked when concrete)."""
+    position = check_array_position(caller, position)
+    if not (
+        jnp.issubdtype(position.dtype, jnp.integer) or jnp.issubdtype(position.dtype, jnp.floating)
+    ):
+        raise TypeError(
+            f"{caller}: a categorical position must hold the category indices 0..K-1 as an "
+            f"integer array, got dtype {position.dtype}."
+        )
+    check_in_values(caller, position, np.arange(num_categories))
+    return position

@@ -7,6 +7,14 @@ from flipping site :math:`i` (to the other value :math:`\bar x_i = a + b - x_i`)
 accepted with probability :math:`\min\{1,\ e^{f(x') - f(x)}\, q(i \mid x') / q(i \mid x)\}`,
 which leaves :math:`p` invariant exactly.
 
+**Categorical sites** (``num_categories=K``; Grathwohl et al. 2021, sec. 4): the position is an
+integer array ``x`` of shape ``S`` with entries in ``0..K-1`` and ``logdensity_fn`` takes its
+one-hot embedding ``y`` (floats, ``(*S, K)``); with :math:`g = \nabla_y f(y)` the change from
+setting site :math:`i` to :math:`k \ne x_i` is estimated by :math:`\tilde d_{ik} = g_{ik} -
+g_{i x_i}`, and a pair :math:`(i, k)` is proposed with :math:`q = \operatorname{softmax}(\tilde
+d / 2)` over all :math:`|S|(K-1)` pairs, Metropolis-corrected with the reverse pair
+:math:`(i, x_i)`.
+
 ``gibbs_with_gradients`` is a ``blackjax.GenerateSamplingAPI``: calling it returns a
 ``blackjax.SamplingAlgorithm``; ``gibbs_with_gradients.init`` and
 ``gibbs_with_gradients.build_kernel`` are the low-level pieces.
@@ -14,6 +22,7 @@ which leaves :math:`p` invariant exactly.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,7 +33,13 @@ from blackjax.base import SamplingAlgorithm
 
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.sampling.chains import bind_algorithm
-from numpyro_ebm.sampling.discrete import check_array_position, check_in_values, check_values
+from numpyro_ebm.sampling.discrete import (
+    check_array_position,
+    check_categorical_position,
+    check_in_values,
+    check_values,
+    onehot_value_and_grad,
+)
 
 __all__ = [
     "GWGInfo",
@@ -59,21 +74,30 @@ class GWGInfo(NamedTuple):
     flip_rate: jax.Array
 
 
-def init(position, logdensity_fn: Callable) -> GWGState:
-    """Initial state: ``logdensity_fn(position)`` and its gradient in ``position``."""
+def init(position, logdensity_fn: Callable, num_categories=None) -> GWGState:
+    """Initial state: ``logdensity_fn(position)`` and its gradient in ``position`` (at its
+    one-hot embedding ``(*shape, K)`` for ``num_categories=K``)."""
+    if num_categories is not None:
+        return GWGState(position, *onehot_value_and_grad(logdensity_fn, position, num_categories))
     logdensity, grad = jax.value_and_grad(logdensity_fn)(position)
     return GWGState(position, logdensity, grad)
 
 
-def build_kernel(values=(0, 1), num_flips: int = 1):
+def build_kernel(values=None, num_flips: int = 1, num_categories=None):
     """Build ``kernel(rng_key, state, logdensity_fn) -> (GWGState, GWGInfo)``.
 
-    ``num_flips`` Metropolis-Hastings single-flip proposals are made per step, in sequence.
+    ``num_flips`` Metropolis-Hastings single-site proposals are made per step, in sequence.
     """
+    if num_categories is not None:
+        return _build_categorical_kernel(
+            int(check_values("gibbs_with_gradients", values, num_categories).size),
+            check_int("num_flips", num_flips, 1),
+        )
     vals = check_values("gibbs_with_gradients", values)
     if vals.size != 2:
         raise ValueError(
-            f"gibbs_with_gradients: `values` must hold exactly two values, got {values!r}."
+            f"gibbs_with_gradients: `values` must hold exactly two values, got {values!r}; "
+            "for more than two categories pass `num_categories=K` (integer positions)."
         )
     num_flips = check_int("num_flips", num_flips, 1)
     low, high = float(vals[0]), float(vals[1])
@@ -99,6 +123,10 @@ def build_kernel(values=(0, 1), num_flips: int = 1):
         state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, state)
         return state, (accept_prob, accepted)
 
+    return _scan_flips(one_flip, num_flips)
+
+
+def _scan_flips(one_flip, num_flips):
     def kernel(rng_key, state: GWGState, logdensity_fn):
         keys = jax.random.split(rng_key, num_flips)
         state, (probs, accepted) = jax.lax.scan(
@@ -110,8 +138,37 @@ def build_kernel(values=(0, 1), num_flips: int = 1):
     return kernel
 
 
+def _build_categorical_kernel(num_categories: int, num_flips: int):
+    def log_proposal(x, grad):
+        # first-order estimate of f(x with x_i := k) - f(x), halved; the current value excluded
+        index = x.astype(jnp.int32)[..., None]
+        d = grad - jnp.take_along_axis(grad, index, -1)
+        d = jnp.where(jnp.arange(num_categories) == index, -jnp.inf, d)
+        return jax.nn.log_softmax(jnp.ravel(d) / 2.0)
+
+    def one_flip(state: GWGState, key, logdensity_fn):
+        key_site, key_accept = jax.random.split(key)
+        x = state.position
+        log_q = log_proposal(x, state.logdensity_grad)
+        j = jax.random.categorical(key_site, log_q)
+        i, k = j // num_categories, j % num_categories
+        x_flat = jnp.ravel(x)
+        proposal = jnp.reshape(x_flat.at[i].set(k.astype(x.dtype)), x.shape)
+        new = init(proposal, logdensity_fn, num_categories)
+        back = i * num_categories + x_flat[i].astype(jnp.int32)
+        log_q_back = log_proposal(proposal, new.logdensity_grad)[back]
+        log_ratio = new.logdensity - state.logdensity + log_q_back - log_q[j]
+        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+        accepted = jax.random.uniform(key_accept) < accept_prob
+        state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, state)
+        return state, (accept_prob, accepted)
+
+    return _scan_flips(one_flip, num_flips)
+
+
 def as_top_level_api(
-    logdensity_fn: Callable, values=(0, 1), num_flips: int = 1
+    logdensity_fn: Callable, values=None, num_flips: int = 1, *, num_categories=None
 ) -> SamplingAlgorithm:
     r"""Gibbs-with-gradients as a ``blackjax.SamplingAlgorithm``.
 
@@ -119,9 +176,13 @@ def as_top_level_api(
     wasted.
 
     :param logdensity_fn: :math:`\log p(x) = -E(x)`, differentiable in ``x`` (a float array of any
-        shape with entries in ``values``).
+        shape with entries in ``values``); for ``num_categories=K``, of the one-hot embedding
+        ``(*shape, K)`` of the integer position.
     :param values: the two values, default ``(0, 1)``; ``(-1, 1)`` for spins.
     :param int num_flips: proposals per step (each costs one value-and-gradient evaluation).
+    :param int num_categories: alternatively ``K`` categorical values: integer positions in
+        ``0..K-1``, one-hot log density; with :func:`~numpyro_ebm.sample_chains` pass the built
+        algorithm and ``logdensity_fn=None`` (the one-hot density does not take the positions).
     :return: ``SamplingAlgorithm(init, step)`` with ``GWGState`` and ``GWGInfo``.
 
     **Example**
@@ -132,6 +193,16 @@ def as_top_level_api(
         result = numpyro_ebm.sample_chains(jax.random.key(0), logdensity_fn, kernel,
                                            jnp.zeros((256, 64)), num_steps=500)
     """
+    if num_categories is not None:
+        num_k = int(check_values("gibbs_with_gradients", values, num_categories).size)
+        kernel = build_kernel(None, num_flips, num_k)
+
+        def check_categorical(position):
+            return check_categorical_position("gibbs_with_gradients", position, num_k)
+
+        return bind_algorithm(
+            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_categorical
+        )
     vals = check_values("gibbs_with_gradients", values)
     kernel = build_kernel(vals, num_flips)
 
