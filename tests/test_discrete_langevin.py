@@ -252,3 +252,20 @@ def test_bad_inputs():
         gibbs_with_gradients(f, values=(0, 1, 2))
     with pytest.raises(ValueError, match="event_shape, q"):
         POTTS.logdensity_onehot(POTTS_PARAMS, jnp.zeros((6, 4)))
+
+
+def test_categorical_factory_form_checks_the_density_through_the_one_hot_embedding():
+    # sample_chains checks the density's shape on one chain's position; for categorical kernels
+    # through the one-hot embedding the kernel passes to it (so the partial form works too).
+    init = POTTS.init_states(jax.random.key(1), 8, dtype=jnp.int32)
+    for kernel in (
+        partial(discrete_langevin, step_size=1.0, num_categories=3),
+        partial(gibbs_with_gradients, num_flips=2, num_categories=3),
+    ):
+        result = numpyro_ebm.sample_chains(jax.random.key(0), potts_logp_onehot, kernel, init, 3)
+        assert result.positions.shape == (8, 6) and result.positions.dtype == jnp.int32
+    with pytest.raises(ValueError, match="init_positions"):  # a density of the wrong event shape
+        numpyro_ebm.sample_chains(
+            jax.random.key(0), lambda y: potts_logp_onehot(y[:, :2]),
+            partial(discrete_langevin, step_size=1.0, num_categories=3), init, 3,
+        )

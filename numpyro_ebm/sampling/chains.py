@@ -125,7 +125,8 @@ def logdensity_of(logdensity_fn) -> tuple[Callable, tuple | None]:
 
 
 def bind_algorithm(
-    init: Callable, kernel: Callable, logdensity_fn: Callable, check_position=None, **parameters
+    init: Callable, kernel: Callable, logdensity_fn: Callable, check_position=None,
+    density_input=None, **parameters,
 ) -> SamplingAlgorithm:
     """A ``blackjax.SamplingAlgorithm`` from an ``init(position, logdensity_fn)`` and a
     ``kernel(rng_key, state, logdensity_fn, **parameters)`` (BlackJAX's ``as_top_level_api``
@@ -133,7 +134,10 @@ def bind_algorithm(
 
     The check is also attached as ``algorithm.init.check_position``: :func:`sample_chains`
     compiles ``init``, where a check of concrete values cannot run, so it calls the check on the
-    whole batch of initial positions first."""
+    whole batch of initial positions first. ``density_input(position)``, attached as
+    ``algorithm.init.density_input``, maps one chain's position to the argument of
+    ``logdensity_fn`` when the two differ (categorical kernels: integer states, a density of
+    their one-hot encoding); :func:`sample_chains` checks the density's shape through it."""
 
     if not callable(logdensity_fn):
         raise TypeError(
@@ -146,6 +150,7 @@ def bind_algorithm(
         return init(position, logdensity_fn)
 
     init_fn.check_position = check_position
+    init_fn.density_input = density_input
 
     def step_fn(rng_key, state):
         return kernel(rng_key, state, logdensity_fn, **parameters)
@@ -244,7 +249,7 @@ class _StepKey:
         return isinstance(other, _StepKey) and self.key == other.key
 
 
-def _check_positions(init_positions, logdensity_fn, event_shape):
+def _check_positions(init_positions, logdensity_fn, event_shape, density_input=None):
     num_chains = leading_size("init_positions", init_positions)
     if num_chains == 0:
         raise ValueError(
@@ -265,7 +270,10 @@ def _check_positions(init_positions, logdensity_fn, event_shape):
         return num_chains
     one = jax.tree.map(lambda x: x[0], init_positions)
     try:
-        out = jax.eval_shape(logdensity_fn, one)
+        out = jax.eval_shape(
+            logdensity_fn if density_input is None else lambda x: logdensity_fn(density_input(x)),
+            one,
+        )
     except Exception as err:  # noqa: BLE001 - re-raised with the shape that caused it
         raise ValueError(
             "`init_positions`: the log density failed on one chain's position of shape "
@@ -500,7 +508,9 @@ def sample_chains(
             "keep at most num_steps // thin samples."
         )
     algorithm = resolve_algorithm(kernel, logdensity_fn, target)
-    num_chains = _check_positions(init_positions, logdensity_fn, event_shape)
+    num_chains = _check_positions(
+        init_positions, logdensity_fn, event_shape, getattr(algorithm.init, "density_input", None)
+    )
     check_position = getattr(algorithm.init, "check_position", None)
     if check_position is not None and init_state is None and is_concrete(init_positions):
         check_position(init_positions)  # the kernel's own check; `_init` below is compiled

@@ -113,12 +113,17 @@ def flip_rate(old, new) -> jax.Array:
     return jnp.asarray(changed, jnp.result_type(float)) / max(total, 1)
 
 
+def one_hot(position, num_categories: int) -> jax.Array:
+    """The one-hot embedding ``(*position.shape, K)`` (float) of an integer-coded categorical
+    ``position``: what the gradient-based categorical samplers pass to ``logdensity_fn``."""
+    return jax.nn.one_hot(jnp.asarray(position).astype(jnp.int32), num_categories)
+
+
 def onehot_value_and_grad(logdensity_fn, position, num_categories: int):
     r"""``(f(y), ∇_y f(y))`` at the one-hot embedding ``y = one_hot(position, K)`` (float,
     shape ``(*position.shape, K)``) of an integer-coded categorical ``position``: the convention
     of the gradient-based categorical samplers, whose ``logdensity_fn`` takes ``y``."""
-    onehot = jax.nn.one_hot(jnp.asarray(position).astype(jnp.int32), num_categories)
-    return jax.value_and_grad(logdensity_fn)(onehot)
+    return jax.value_and_grad(logdensity_fn)(one_hot(position, num_categories))
 
 
 def check_categorical_position(caller: str, position, num_categories: int) -> jax.Array:

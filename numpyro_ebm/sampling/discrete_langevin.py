@@ -50,6 +50,7 @@ from numpyro_ebm.sampling.discrete import (
     check_categorical_position,
     check_in_values,
     check_values,
+    one_hot,
     onehot_value_and_grad,
 )
 
@@ -223,7 +224,8 @@ def as_top_level_api(
             return check_categorical_position("discrete_langevin", position, num_k)
 
         return bind_algorithm(
-            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_position
+            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_position,
+            density_input=functools.partial(one_hot, num_categories=num_k),
         )
 
     def check_position(position):

@@ -38,6 +38,7 @@ from numpyro_ebm.sampling.discrete import (
     check_categorical_position,
     check_in_values,
     check_values,
+    one_hot,
     onehot_value_and_grad,
 )
 
@@ -201,7 +202,8 @@ def as_top_level_api(
             return check_categorical_position("gibbs_with_gradients", position, num_k)
 
         return bind_algorithm(
-            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_categorical
+            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_categorical,
+            density_input=functools.partial(one_hot, num_categories=num_k),
         )
     vals = check_values("gibbs_with_gradients", values)
     kernel = build_kernel(vals, num_flips)
