@@ -60,12 +60,13 @@ def train_rings_ebm(rng_key, num_updates=1500, num_data=20_000, batch_size=256):
     Noise-contrastive estimation against a Gaussian with 1.5^2 times the data's covariance,
     4 noise draws per data point, a learned ``log Z``, Adam (1e-3, cosine decay) through NumPyro's
     ``SVI``. NCE learns the ring weights (score matching is blind to the relative mass of
-    separated modes: SSM puts ~0.7 of the mass on the inner ring), and with the default network
-    reaches a test-NLL gap of ~0.015 nats in 1500 updates (~15-25 s on 2 CPU cores).
+    separated modes: in a trial, SSM with this network put ~0.7 of the mass on the inner ring);
+    with the default network it reached a test-NLL gap of ~0.015 nats in 1500 updates in a trial
+    (~30 CPU seconds including compilation).
 
     :return: ``(energy, data, seconds)``: ``energy`` maps ``(..., 2) -> (...)`` (jitted; it
-        includes the learned ``log Z``, a constant), ``data`` the ``(num_data, 2)`` training draws, ``seconds`` the
-        training wall time including compilation.
+        includes the learned ``log Z``, a constant), ``data`` the ``(num_data, 2)`` training
+        draws, ``seconds`` the training wall time including compilation.
     """
     import numpyro
     import numpyro.distributions as dist
