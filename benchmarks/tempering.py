@@ -250,8 +250,8 @@ def main():
         budget = dict(chains=256, ais_temperatures=500, particles=1000, smc_steps=10,
                       pt_chains=16, pt_temperatures=16, pt_steps=2000, pt_rounds=4,
                       pt_warmup=250, chains_sampling=32, sampling_steps=4000,
-                      sampling_warmup=200, rings_updates=1500, rings_data=20_000,
-                      rings_steps=2000)
+                      sampling_warmup=200, rings_updates=1000, rings_data=20_000,
+                      rings_steps=1000)
     cpu, ncpu = machine_info()
     lines = [f"# Tempering benchmark ({cpu}, {ncpu} CPUs, jax {jax.__version__})", "",
              f"Budget: {budget}", ""]
