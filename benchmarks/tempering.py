@@ -19,7 +19,10 @@ accuracy per second that does not depend on the budget for a sqrt(N) estimator).
 **Sampling** (``--part sampling``): the separated 2-D mixture, chains started in the light mode;
 the ESS per second of the indicator of the +6 mode (and of E[x_0]) for MALA, HMC, PT(MALA) and
 PT(HMC), with ``numpyro_ebm.diagnostics`` (ArviZ-style ESS over chains), and the bias of the mode
-weight.
+weight. The same four on the learned rings EBM of ``examples/tempering.py`` (``train_rings_ebm``:
+``default_energy()`` by NCE on ``datasets.rings()``), chains started on the innermost ring: the
+ESS per second of the outermost ring's indicator and of x_0 (E[x_0] = 0 by symmetry), and the
+bias of the ring weights against the data's and against the EBM's own (by quadrature).
 
 Usage::
 
@@ -31,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import math
+import os
 import sys
 import time
 
@@ -124,40 +129,107 @@ def logz_part(args, budget):
     return lines
 
 
+def load_tempering_example():
+    """``examples/tempering.py`` as a module (``train_rings_ebm``, ``ring_index``, ...): imported
+    by path, since this script is itself named ``tempering``."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "tempering.py")
+    spec = importlib.util.spec_from_file_location("tempering_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def time_samplers(log_p, start, kernels, n, budget, num_temperatures, base_scale):
+    """``[(name, samples, seconds)]``: each kernel alone and inside ``parallel_tempering`` (ladder
+    tuned by ``tune_ladder``), timed after a compilation run (the PT time includes the warmup)."""
+    out = []
+    for tempered in (False, True):
+        for name, kernel in kernels.items():
+            def run(key, kernel=kernel, tempered=tempered):
+                if not tempered:
+                    return numpyro_ebm.sample_chains(key, log_p, kernel, start, n,
+                                                     num_samples=n // 2)
+                pt = numpyro_ebm.parallel_tempering(log_p, kernel, base_scale=base_scale,
+                                                    num_temperatures=num_temperatures)
+                warm = numpyro_ebm.tune_ladder(key, pt, start, num_rounds=3,
+                                               num_steps=budget["sampling_warmup"])
+                return numpyro_ebm.sample_chains(jax.random.fold_in(key, 1), None, pt, start, n,
+                                                 num_samples=n // 2, init_state=warm)
+
+            run(jax.random.key(999)).samples.block_until_ready()  # compile
+            t0 = time.perf_counter()
+            res = run(jax.random.key(0))
+            res.samples.block_until_ready()
+            out.append((f"PT({name})" if tempered else name, np.asarray(res.samples, np.float64),
+                        time.perf_counter() - t0))
+    return out
+
+
+def ess_rate(values, seconds):
+    """Mean ESS/s of ``values`` ``(draws, chains)``; 0 when they never change (a stuck chain)."""
+    if values.std() == 0:
+        return 0.0
+    return float(np.asarray(numpyro_ebm.diagnostics.ess_per_second(values, seconds)).mean())
+
+
 def sampling_part(args, budget):
     log_p, mu = mixture(2)
     start = jnp.tile(mu, (budget["chains_sampling"], 1))
-    mala = functools.partial(blackjax.mala, step_size=0.8)
-    hmc = functools.partial(blackjax.hmc, step_size=0.4, inverse_mass_matrix=jnp.ones(2),
-                            num_integration_steps=5)
-    n = budget["sampling_steps"]
+    kernels = {
+        "MALA": functools.partial(blackjax.mala, step_size=0.8),
+        "HMC": functools.partial(blackjax.hmc, step_size=0.4, inverse_mass_matrix=jnp.ones(2),
+                                 num_integration_steps=5),
+    }
     rows = []
-    for name, kernel, tempered in (("MALA", mala, False), ("HMC", hmc, False),
-                                   ("PT(MALA)", mala, True), ("PT(HMC)", hmc, True)):
-        def run(key, kernel=kernel, tempered=tempered):
-            if not tempered:
-                return numpyro_ebm.sample_chains(key, log_p, kernel, start, n, num_samples=n // 2)
-            pt = numpyro_ebm.parallel_tempering(log_p, kernel, num_temperatures=10)
-            warm = numpyro_ebm.tune_ladder(key, pt, start, num_rounds=3,
-                                           num_steps=budget["sampling_warmup"])
-            return numpyro_ebm.sample_chains(jax.random.fold_in(key, 1), None, pt, start, n,
-                                             num_samples=n // 2, init_state=warm)
-
-        run(jax.random.key(999)).samples.block_until_ready()  # compile
-        t0 = time.perf_counter()
-        res = run(jax.random.key(0))
-        res.samples.block_until_ready()
-        sec = time.perf_counter() - t0
-        ind = np.asarray(res.samples[..., 0] > 0, np.float64)
-        x0 = np.asarray(res.samples[..., 0], np.float64)
-        ess_w = numpyro_ebm.diagnostics.ess_per_second(ind, sec) if ind.std() > 0 else 0.0
-        ess_x = numpyro_ebm.diagnostics.ess_per_second(x0, sec)
-        rows.append((name, float(ind.mean()) - 0.3, float(np.asarray(ess_w).mean()),
-                     float(np.asarray(ess_x).mean()), sec))
+    for name, samples, sec in time_samplers(log_p, start, kernels, budget["sampling_steps"],
+                                            budget, 10, 10.0):
+        ind = (samples[..., 0] > 0).astype(np.float64)
+        rows.append((name, float(ind.mean()) - 0.3, ess_rate(ind, sec),
+                     ess_rate(samples[..., 0], sec), sec))
         print(rows[-1], flush=True)
     lines = ["| sampler | weight bias | ESS/s (mode indicator) | ESS/s (x_0) | s |",
              "|---|---|---|---|---|"]
     lines += [f"| {n_} | {b:+.3f} | {ew:.1f} | {ex:.1f} | {s:.2f} |" for n_, b, ew, ex, s in rows]
+    return lines
+
+
+def rings_part(args, budget):
+    """The learned rings EBM of ``examples/tempering.py``: chains started on the innermost ring;
+    ESS/s of the outermost ring's indicator and of x_0, bias of the ring weights."""
+    example = load_tempering_example()
+    radii = np.asarray(numpyro_ebm.datasets.rings().radii)
+    energy, data, train_seconds = example.train_rings_ebm(
+        jax.random.key(1), budget["rings_updates"], budget["rings_data"])
+    w_data = example.ring_fractions(data, radii)
+    w_ebm = example.model_ring_fractions(energy, radii)
+    angles = jax.random.uniform(jax.random.key(2), (budget["chains_sampling"],), maxval=2 * np.pi)
+    start = radii[0] * jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+    kernels = {
+        "MALA": functools.partial(blackjax.mala, step_size=0.004),
+        "HMC": functools.partial(blackjax.hmc, step_size=0.08, inverse_mass_matrix=jnp.ones(2),
+                                 num_integration_steps=3),
+    }
+    log_p = lambda x: -energy(x)  # noqa: E731
+    rows = []
+    for name, samples, sec in time_samplers(log_p, start, kernels, budget["rings_steps"], budget,
+                                            6, 2.0):
+        frac = example.ring_fractions(samples, radii)
+        outer = (example.ring_index(samples, radii) == len(radii) - 1).astype(np.float64)
+        rows.append((name, frac, frac[-1] - w_data[-1], frac[-1] - w_ebm[-1],
+                     0.5 * np.abs(frac - w_ebm).sum(), ess_rate(outer, sec),
+                     float(samples[..., 0].mean()), ess_rate(samples[..., 0], sec), sec))
+        print(rows[-1], flush=True)
+    fmt = lambda f: " / ".join(f"{v:.3f}" for v in f)  # noqa: E731
+    lines = [f"EBM: `default_energy()` trained by NCE ({budget['rings_updates']} updates on "
+             f"{budget['rings_data']} draws, {train_seconds:.0f} s). Ring weights (radii "
+             f"{radii.tolist()}): data {fmt(w_data)}; the EBM's own, by quadrature, {fmt(w_ebm)}. "
+             "Chains start on the innermost ring. TV: total variation between the sampled ring "
+             "weights and the EBM's.", "",
+             "| sampler | ring weights | outer bias vs data | outer bias vs EBM | TV to EBM | "
+             "ESS/s (outer-ring indicator) | E[x_0] | ESS/s (x_0) | s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {n_} | {fmt(f)} | {bd:+.3f} | {be:+.3f} | {tv:.3f} | {ew:.1f} | {m:+.3f} | "
+              f"{ex:.1f} | {s:.2f} |" for n_, f, bd, be, tv, ew, m, ex, s in rows]
     return lines
 
 
@@ -172,19 +244,22 @@ def main():
         args.repeats = 1
         budget = dict(chains=16, ais_temperatures=20, particles=64, smc_steps=2, pt_chains=2,
                       pt_temperatures=4, pt_steps=20, pt_rounds=1, pt_warmup=10,
-                      chains_sampling=4, sampling_steps=40, sampling_warmup=10)
+                      chains_sampling=4, sampling_steps=40, sampling_warmup=10,
+                      rings_updates=50, rings_data=1000, rings_steps=40)
     else:
         budget = dict(chains=256, ais_temperatures=500, particles=1000, smc_steps=10,
                       pt_chains=16, pt_temperatures=16, pt_steps=2000, pt_rounds=4,
                       pt_warmup=250, chains_sampling=32, sampling_steps=4000,
-                      sampling_warmup=200)
+                      sampling_warmup=200, rings_updates=1000, rings_data=20_000,
+                      rings_steps=1000)
     cpu, ncpu = machine_info()
     lines = [f"# Tempering benchmark ({cpu}, {ncpu} CPUs, jax {jax.__version__})", "",
              f"Budget: {budget}", ""]
     if args.part in ("logz", "all"):
         lines += ["## log Z", ""] + logz_part(args, budget) + [""]
     if args.part in ("sampling", "all"):
-        lines += ["## Sampling the separated mixture", ""] + sampling_part(args, budget)
+        lines += ["## Sampling the separated mixture", ""] + sampling_part(args, budget) + [""]
+        lines += ["## Sampling the learned rings EBM", ""] + rings_part(args, budget)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
