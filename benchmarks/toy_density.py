@@ -41,16 +41,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ESTIMATORS = ("CD", "PCD", "PCD-PT", "SM", "SSM", "DSM", "NCE", "FCE", "ADV-flow", "ADV-VERA")
+ESTIMATORS = (
+    "CD", "PCD", "PCD-PT", "SM", "SSM", "SSM-D", "DSM", "NCE", "NCE-D", "FCE", "ADV-flow",
+    "ADV-VERA",
+)  # fmt: skip
 # row labels of the table (default: the estimator's key)
 LABELS = {
     "PCD-PT": "PCD + PT(MALA) negatives, default net",
+    "SSM-D": "SSM, default net",
+    "NCE-D": "NCE, default net",
     "ADV-flow": "adversarial (flow)",
     "ADV-VERA": "adversarial (VERA, MLP generator)",
 }
 # estimators trained with numpyro_ebm.nets.default_energy() (Fourier features + confinement)
 # instead of the plain MLP of every other row
-DEFAULT_NET = ("PCD-PT",)
+# ("-D" rows: the estimator of the same name without "-D", with that network)
+DEFAULT_NET = ("PCD-PT", "SSM-D", "NCE-D")
 DATASETS = (
     "eight_gaussians", "two_moons", "rings", "checkerboard", "pinwheel", "spirals",
     "twenty_five_gaussians",
@@ -140,6 +146,9 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     def adam(lr, n):
         return optax_to_numpyro(optax.adam(optax.cosine_decay_schedule(lr, n, alpha=0.05)))
 
+    default_net = name in DEFAULT_NET
+    if name.endswith("-D"):
+        name = name[:-2]
     mean, std = data.mean(0), data.std(0)
     cov = jnp.cov(data.T)
     box = dist.Uniform(-BOX + 1.5, BOX - 1.5).expand([2]).to_event(1)
@@ -177,7 +186,7 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
         return make_model(False), no_guide, adam(1e-3, n), ScoreMatching(), n, {}
     if name == "SSM":
         n = steps or 10000
-        return make_model(False), no_guide, adam(1e-3, n), SlicedScoreMatching(), n, {}
+        return make_model(False, default_net), no_guide, adam(1e-3, n), SlicedScoreMatching(), n, {}
     if name == "DSM":
         n = steps or 15000
         sigma = DSM_SIGMA[dataset]
@@ -187,7 +196,7 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
         n = steps or 5000
         noise = dist.MultivariateNormal(mean, 1.5**2 * cov)
         loss = NoiseContrastiveEstimation(noise, num_noise=4)
-        return make_model(True), no_guide, adam(1e-3, n), loss, n, {}
+        return make_model(True, default_net), no_guide, adam(1e-3, n), loss, n, {}
     if name == "FCE":
         n = steps or 5000
         guide = flow_guide("x", 2, rng_key=key, flow="coupling-spline", loc=mean, scale=std)
