@@ -145,3 +145,24 @@ def test_enable_compilation_cache_sets_jax_config(tmp_path, monkeypatch):
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_estimators_refuse_an_energy_factor_and_show_the_unnormalized_form():
+    # An EBM written as a factor has no observed site to draw negatives for: every estimator
+    # stops with an error that shows the Unnormalized form (docs/ebms_in_models.md).
+    import numpyro_ebm
+
+    def model(data):
+        mu = numpyro.param("mu", jnp.zeros(2))
+        energy_factor("ebm", 0.5 * jnp.sum((data - mu) ** 2))
+
+    data = jax.random.normal(jax.random.key(0), (50, 2))
+    noise = dist.Normal(0.0, 1.0).expand([2]).to_event(1)
+    for loss in (
+        numpyro_ebm.ContrastiveDivergence(None),
+        numpyro_ebm.SlicedScoreMatching(),
+        numpyro_ebm.NoiseContrastiveEstimation(noise),
+    ):
+        match = r"no observed numpyro_ebm.Unnormalized site.*Unnormalized\(energy_fn"
+        with pytest.raises(ValueError, match=match):
+            loss.loss(jax.random.key(1), {"mu": jnp.zeros(2)}, model, numpyro_ebm.no_guide, data)

@@ -197,11 +197,11 @@ def as_top_level_api(
     :return: ``SamplingAlgorithm(init, step)`` with :class:`DiscreteLangevinState` and
         :class:`DiscreteLangevinInfo`.
 
-    With :func:`~numpyro_ebm.sample_chains`: ordinal sites take the usual factory
-    ``functools.partial(discrete_langevin, step_size=0.3, values=(-1, 1))``. For categorical
-    sites the log density takes one-hot arrays while the positions are integers, so pass the
-    built algorithm and ``logdensity_fn=None``
-    (``sample_chains(key, None, discrete_langevin(f_onehot, 0.5, num_categories=3), x0, n)``).
+    With :func:`~numpyro_ebm.sample_chains` both take the usual factory
+    (``functools.partial(discrete_langevin, step_size=0.3, values=(-1, 1))``, or
+    ``num_categories=3`` with integer positions and a one-hot log density: ``sample_chains``
+    checks the density through the one-hot map), or the built algorithm with
+    ``logdensity_fn=None``.
 
     **Example**
 

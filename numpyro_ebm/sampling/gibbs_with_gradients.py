@@ -182,8 +182,8 @@ def as_top_level_api(
     :param values: the two values, default ``(0, 1)``; ``(-1, 1)`` for spins.
     :param int num_flips: proposals per step (each costs one value-and-gradient evaluation).
     :param int num_categories: alternatively ``K`` categorical values: integer positions in
-        ``0..K-1``, one-hot log density; with :func:`~numpyro_ebm.sample_chains` pass the built
-        algorithm and ``logdensity_fn=None`` (the one-hot density does not take the positions).
+        ``0..K-1``, one-hot log density (:func:`~numpyro_ebm.sample_chains` takes the factory
+        form and checks the density through the one-hot map, or the built algorithm).
     :return: ``SamplingAlgorithm(init, step)`` with ``GWGState`` and ``GWGInfo``.
 
     **Example**
