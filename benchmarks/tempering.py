@@ -253,13 +253,20 @@ def main():
                       sampling_warmup=200, rings_updates=1000, rings_data=20_000,
                       rings_steps=1000)
     cpu, ncpu = machine_info()
-    lines = [f"# Tempering benchmark ({cpu}, {ncpu} CPUs, jax {jax.__version__})", "",
-             f"Budget: {budget}", ""]
+    load0, start = os.getloadavg()[0], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = []
     if args.part in ("logz", "all"):
-        lines += ["## log Z", ""] + logz_part(args, budget) + [""]
+        lines += ["### log Z", ""] + logz_part(args, budget) + [""]
     if args.part in ("sampling", "all"):
-        lines += ["## Sampling the separated mixture", ""] + sampling_part(args, budget) + [""]
-        lines += ["## Sampling the learned rings EBM", ""] + rings_part(args, budget)
+        lines += ["### Sampling the separated mixture", ""] + sampling_part(args, budget) + [""]
+        lines += ["### Sampling the learned rings EBM", ""] + rings_part(args, budget)
+    lines = [
+        "## Tempering: log Z per second (AIS, SMC, PT) and ESS per second on multimodal targets "
+        "(benchmarks/tempering.py)", "",
+        f"- date: {start}; machine: {cpu}, nproc={ncpu}; jax {jax.__version__}; 1-min load "
+        f"{load0:.2f} at the start, {os.getloadavg()[0]:.2f} at the end", "",
+        f"Budget: {budget}", "",
+    ] + lines
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
