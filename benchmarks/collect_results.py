@@ -4,7 +4,7 @@ import pathlib
 
 HERE = pathlib.Path(__file__).parent
 ORDER = [
-    "summary", "sampling", "gibbs_sweeps", "latency", "scale", "gpu", "toy_density", "toy_density_2026-11-26", "ising",
+    "summary", "sampling", "gibbs_sweeps", "latency", "scale", "gpu", "toy_density", "adversarial_sampling_flow", "toy_density_2026-11-26", "ising",
     "rbm", "discrete_samplers", "ais", "tempering", "bayesian", "applications", "examples", "bad_inputs", "bad_inputs_0.1",
 ]
 

@@ -159,7 +159,9 @@ def check_path_kernel(
     what it samples), within float tolerance. This catches kernel factories that ignore the density
     they are given, and paths whose kernels sample another density than ``logdensity_fn``.
 
-    The check is skipped when the kernel's state has no ``logdensity`` field, when the values are
+    The kernel's log density is its state's ``logdensity``, or, for a state without one, its
+    ``init.logdensity_fn`` (the density a kernel names as its target). The check is skipped when
+    the kernel reports neither, when the values are
     traced (inside ``jit`` with traced parameters), and it cannot see a difference that is constant
     on the draws (e.g. when all draws coincide).
 
@@ -177,6 +179,8 @@ def check_path_kernel(
         x = jax.tree.map(lambda a: a[j], draws)
         state = algorithm.init(x, init_key)
         logdensity = getattr(state, "logdensity", None)
+        if logdensity is None and callable(getattr(algorithm.init, "logdensity_fn", None)):
+            logdensity = algorithm.init.logdensity_fn(x)  # a state without it (RBM block Gibbs)
         if logdensity is None:
             return
         f = path.logdensity_fn(beta, x)

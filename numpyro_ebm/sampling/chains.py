@@ -533,8 +533,10 @@ def sample_chains(
         states, acceptance_rate, samples, moments = _concatenate_batches(parts)
     positions = states.position
     logdensity = getattr(states, "logdensity", None)
-    if logdensity is None and logdensity_fn is not None:
-        logdensity = jax.vmap(logdensity_fn)(positions)
+    # a kernel whose state keeps no log density (RBM block Gibbs) may name its target's
+    final_logdensity_fn = logdensity_fn or getattr(algorithm.init, "logdensity_fn", None)
+    if logdensity is None and final_logdensity_fn is not None:
+        logdensity = jax.vmap(final_logdensity_fn)(positions)
     if logdensity is None:
         logdensity = jnp.full((num_chains,), jnp.nan)
     if is_concrete(logdensity):
