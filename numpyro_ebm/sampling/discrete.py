@@ -33,6 +33,8 @@ __all__ = [
     "check_in_values",
     "check_values",
     "flip_rate",
+    "metropolis_hastings_accept",
+    "one_hot",
     "onehot_value_and_grad",
 ]
 
@@ -111,6 +113,16 @@ def flip_rate(old, new) -> jax.Array:
     changed = sum(jnp.sum(a != b) for a, b in zip(leaves_old, leaves_new))
     total = sum(math.prod(jnp.shape(a)) for a in leaves_old)
     return jnp.asarray(changed, jnp.result_type(float)) / max(total, 1)
+
+
+def metropolis_hastings_accept(rng_key, log_ratio, new, state):
+    """Accept ``new`` over ``state`` (pytrees of one chain) with probability
+    ``min(1, exp(log_ratio))`` (a NaN ratio rejects). Returns ``(state, accept_prob, accepted)``."""
+    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+    accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+    accepted = jax.random.uniform(rng_key) < accept_prob
+    state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, state)
+    return state, accept_prob, accepted
 
 
 def one_hot(position, num_categories: int) -> jax.Array:

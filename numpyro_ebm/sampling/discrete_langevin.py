@@ -50,6 +50,7 @@ from numpyro_ebm.sampling.discrete import (
     check_categorical_position,
     check_in_values,
     check_values,
+    metropolis_hastings_accept,
     one_hot,
     onehot_value_and_grad,
 )
@@ -163,10 +164,7 @@ def build_kernel(step_size, values=None, num_categories=None, adjusted: bool = T
         log_q_back = site_log_probs(new_index, new.logdensity_grad)
         log_bwd = jnp.sum(jnp.take_along_axis(log_q_back, index[..., None], -1))
         log_ratio = new.logdensity - state.logdensity + log_bwd - log_fwd
-        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-        accepted = jax.random.uniform(key_accept) < accept_prob
-        state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, state)
+        state, accept_prob, accepted = metropolis_hastings_accept(key_accept, log_ratio, new, state)
         return state, DiscreteLangevinInfo(accept_prob, accepted, jnp.where(accepted, changed, 0.0))
 
     return kernel

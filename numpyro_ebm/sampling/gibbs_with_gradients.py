@@ -38,6 +38,7 @@ from numpyro_ebm.sampling.discrete import (
     check_categorical_position,
     check_in_values,
     check_values,
+    metropolis_hastings_accept,
     one_hot,
     onehot_value_and_grad,
 )
@@ -118,10 +119,7 @@ def build_kernel(values=None, num_flips: int = 1, num_categories=None):
         new = init(proposal, logdensity_fn)
         log_q_back = log_proposal(proposal, new.logdensity_grad)[i]
         log_ratio = new.logdensity - state.logdensity + log_q_back - log_q[i]
-        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-        accepted = jax.random.uniform(key_accept) < accept_prob
-        state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, state)
+        state, accept_prob, accepted = metropolis_hastings_accept(key_accept, log_ratio, new, state)
         return state, (accept_prob, accepted)
 
     return _scan_flips(one_flip, num_flips)
@@ -159,10 +157,7 @@ def _build_categorical_kernel(num_categories: int, num_flips: int):
         back = i * num_categories + x_flat[i].astype(jnp.int32)
         log_q_back = log_proposal(proposal, new.logdensity_grad)[back]
         log_ratio = new.logdensity - state.logdensity + log_q_back - log_q[j]
-        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
-        accepted = jax.random.uniform(key_accept) < accept_prob
-        state = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, state)
+        state, accept_prob, accepted = metropolis_hastings_accept(key_accept, log_ratio, new, state)
         return state, (accept_prob, accepted)
 
     return _scan_flips(one_flip, num_flips)
