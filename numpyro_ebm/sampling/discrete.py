@@ -17,6 +17,7 @@ r"""Shared pieces of the discrete samplers and of the discrete evaluators.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -25,9 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_ebm._validation import check_in_set, check_int
+from numpyro_ebm.sampling.chains import bind_algorithm
 
 __all__ = [
     "GibbsInfo",
+    "bind_categorical",
     "check_array_position",
     "check_categorical_position",
     "check_in_values",
@@ -136,6 +139,20 @@ def onehot_value_and_grad(logdensity_fn, position, num_categories: int):
     shape ``(*position.shape, K)``) of an integer-coded categorical ``position``: the convention
     of the gradient-based categorical samplers, whose ``logdensity_fn`` takes ``y``."""
     return jax.value_and_grad(logdensity_fn)(one_hot(position, num_categories))
+
+
+def bind_categorical(caller: str, init, kernel, logdensity_fn, num_categories: int):
+    """The ``SamplingAlgorithm`` of a gradient-based categorical kernel: ``init(position,
+    logdensity_fn, num_categories)``, integer positions checked by
+    :func:`check_categorical_position`, the density checked through :func:`one_hot`."""
+
+    def check_position(position):
+        return check_categorical_position(caller, position, num_categories)
+
+    return bind_algorithm(
+        functools.partial(init, num_categories=num_categories), kernel, logdensity_fn,
+        check_position, density_input=functools.partial(one_hot, num_categories=num_categories),
+    )
 
 
 def check_categorical_position(caller: str, position, num_categories: int) -> jax.Array:

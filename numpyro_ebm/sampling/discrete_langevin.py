@@ -33,7 +33,6 @@ Two kinds of site:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -46,12 +45,11 @@ from blackjax.base import SamplingAlgorithm
 from numpyro_ebm._validation import check_float
 from numpyro_ebm.sampling.chains import bind_algorithm
 from numpyro_ebm.sampling.discrete import (
+    bind_categorical,
     check_array_position,
-    check_categorical_position,
     check_in_values,
     check_values,
     metropolis_hastings_accept,
-    one_hot,
     onehot_value_and_grad,
 )
 
@@ -216,15 +214,7 @@ def as_top_level_api(
         step_size, vals if num_categories is None else None, num_categories, adjusted
     )
     if num_categories is not None:
-        num_k = int(vals.size)
-
-        def check_position(position):
-            return check_categorical_position("discrete_langevin", position, num_k)
-
-        return bind_algorithm(
-            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_position,
-            density_input=functools.partial(one_hot, num_categories=num_k),
-        )
+        return bind_categorical("discrete_langevin", init, kernel, logdensity_fn, int(vals.size))
 
     def check_position(position):
         position = check_array_position("discrete_langevin", position)

@@ -34,12 +34,11 @@ from blackjax.base import SamplingAlgorithm
 from numpyro_ebm._validation import check_int
 from numpyro_ebm.sampling.chains import bind_algorithm
 from numpyro_ebm.sampling.discrete import (
+    bind_categorical,
     check_array_position,
-    check_categorical_position,
     check_in_values,
     check_values,
     metropolis_hastings_accept,
-    one_hot,
     onehot_value_and_grad,
 )
 
@@ -109,20 +108,29 @@ def build_kernel(values=None, num_flips: int = 1, num_categories=None):
         d = grad * ((low + high) - 2.0 * x)
         return jax.nn.log_softmax(jnp.ravel(d) / 2.0)
 
+    def move(x, i):  # flip site i; the reverse move flips it back
+        x_flat = jnp.ravel(x)
+        return jnp.reshape(x_flat.at[i].set((low + high) - x_flat[i]), x.shape), i
+
+    return _scan_flips(_one_flip(log_proposal, move, init), num_flips)
+
+
+def _one_flip(log_proposal, move, init_fn):
+    """One Metropolis-Hastings single-site move: draw ``j ~ q = exp(log_proposal(x, grad))``,
+    ``(x', j_back) = move(x, j)``, accept with ``p(x') q(j_back | x') / (p(x) q(j | x))``."""
+
     def one_flip(state: GWGState, key, logdensity_fn):
         key_site, key_accept = jax.random.split(key)
-        x = state.position
-        log_q = log_proposal(x, state.logdensity_grad)
-        i = jax.random.categorical(key_site, log_q)
-        x_flat = jnp.ravel(x)
-        proposal = jnp.reshape(x_flat.at[i].set((low + high) - x_flat[i]), x.shape)
-        new = init(proposal, logdensity_fn)
-        log_q_back = log_proposal(proposal, new.logdensity_grad)[i]
-        log_ratio = new.logdensity - state.logdensity + log_q_back - log_q[i]
+        log_q = log_proposal(state.position, state.logdensity_grad)
+        j = jax.random.categorical(key_site, log_q)
+        proposal, back = move(state.position, j)
+        new = init_fn(proposal, logdensity_fn)
+        log_q_back = log_proposal(proposal, new.logdensity_grad)[back]
+        log_ratio = new.logdensity - state.logdensity + log_q_back - log_q[j]
         state, accept_prob, accepted = metropolis_hastings_accept(key_accept, log_ratio, new, state)
         return state, (accept_prob, accepted)
 
-    return _scan_flips(one_flip, num_flips)
+    return one_flip
 
 
 def _scan_flips(one_flip, num_flips):
@@ -145,22 +153,14 @@ def _build_categorical_kernel(num_categories: int, num_flips: int):
         d = jnp.where(jnp.arange(num_categories) == index, -jnp.inf, d)
         return jax.nn.log_softmax(jnp.ravel(d) / 2.0)
 
-    def one_flip(state: GWGState, key, logdensity_fn):
-        key_site, key_accept = jax.random.split(key)
-        x = state.position
-        log_q = log_proposal(x, state.logdensity_grad)
-        j = jax.random.categorical(key_site, log_q)
+    def move(x, j):  # pair j = (site i, category k): set x_i := k; the reverse pair (i, x_i)
         i, k = j // num_categories, j % num_categories
         x_flat = jnp.ravel(x)
         proposal = jnp.reshape(x_flat.at[i].set(k.astype(x.dtype)), x.shape)
-        new = init(proposal, logdensity_fn, num_categories)
-        back = i * num_categories + x_flat[i].astype(jnp.int32)
-        log_q_back = log_proposal(proposal, new.logdensity_grad)[back]
-        log_ratio = new.logdensity - state.logdensity + log_q_back - log_q[j]
-        state, accept_prob, accepted = metropolis_hastings_accept(key_accept, log_ratio, new, state)
-        return state, (accept_prob, accepted)
+        return proposal, i * num_categories + x_flat[i].astype(jnp.int32)
 
-    return _scan_flips(one_flip, num_flips)
+    init_fn = functools.partial(init, num_categories=num_categories)
+    return _scan_flips(_one_flip(log_proposal, move, init_fn), num_flips)
 
 
 def as_top_level_api(
@@ -193,13 +193,7 @@ def as_top_level_api(
         num_k = int(check_values("gibbs_with_gradients", values, num_categories).size)
         kernel = build_kernel(None, num_flips, num_k)
 
-        def check_categorical(position):
-            return check_categorical_position("gibbs_with_gradients", position, num_k)
-
-        return bind_algorithm(
-            functools.partial(init, num_categories=num_k), kernel, logdensity_fn, check_categorical,
-            density_input=functools.partial(one_hot, num_categories=num_k),
-        )
+        return bind_categorical("gibbs_with_gradients", init, kernel, logdensity_fn, num_k)
     vals = check_values("gibbs_with_gradients", values)
     kernel = build_kernel(vals, num_flips)
 
