@@ -42,14 +42,15 @@ import jax.numpy as jnp
 import numpy as np
 
 ESTIMATORS = (
-    "CD", "CD-D", "PCD", "PCD-D", "PCD-PT", "SM", "SSM", "SSM-D", "DSM", "DSM-D", "NCE", "NCE-D",
-    "FCE", "FCE-D", "ADV-flow", "ADV-flow-D", "ADV-VERA",
+    "CD", "CD-D", "PCD", "PCD-D", "PCD-PT", "SM", "SM-D", "SSM", "SSM-D", "DSM", "DSM-D", "NCE",
+    "NCE-D", "FCE", "FCE-D", "ADV-flow", "ADV-flow-D", "ADV-VERA", "ADV-VERA-D",
 )  # fmt: skip
 # row labels of the table (default: the estimator's key)
 LABELS = {
     "PCD-PT": "PCD + PT(MALA) negatives, default net",
     "CD-D": "CD, default net",
     "PCD-D": "PCD, default net",
+    "SM-D": "SM, default net",
     "SSM-D": "SSM, default net",
     "DSM-D": "DSM, default net",
     "NCE-D": "NCE, default net",
@@ -57,6 +58,7 @@ LABELS = {
     "ADV-flow": "adversarial (flow)",
     "ADV-flow-D": "adversarial (flow), default net",
     "ADV-VERA": "adversarial (VERA, MLP generator)",
+    "ADV-VERA-D": "adversarial (VERA, MLP generator), default net",
 }
 # estimators trained with numpyro_ebm.nets.default_energy() (Fourier features + confinement)
 # instead of the plain MLP of every other row
@@ -237,7 +239,7 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
             langevin_step_size=ADV_VERA["langevin_step_size"],
             alpha=ADV_VERA["alpha"],
         )
-        return make_model(False), guide, optim, loss, n, {}
+        return make_model(False, default_net), guide, optim, loss, n, {}
     raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}")
 
 
@@ -316,7 +318,10 @@ def run_cell(name, dataset, args):
     log_p_true = truth.log_prob(test)
     energy_test = E(params, test)
     box, points = QUADRATURE.get(dataset, (BOX, NUM_POINTS))
-    log_Z = float(logz_quadrature(lambda x: E(params, x), -box, box, points, dim=2))
+    try:
+        log_Z = float(logz_quadrature(lambda x: E(params, x), -box, box, points, dim=2))
+    except ValueError:  # the energy is NaN: the run diverged (its losses say so)
+        log_Z = float("nan")
     per_point = log_p_true + energy_test + log_Z
     row = {
         "estimator": name,
@@ -337,10 +342,10 @@ def run_cell(name, dataset, args):
         row["gap_self_normalized"] = float(jnp.mean(log_p_true + energy_test))
     if "sigma" in extra:
         row["dsm_sigma"] = extra["sigma"]
-    if "guide" in extra:
+    if "guide" in extra and row["finite"]:
         log_q = extra["guide"].log_prob(params, test)
         row["flow_gap"] = float(jnp.mean(log_p_true - log_q))
-    if extra.get("bound"):
+    if extra.get("bound") and row["finite"]:
         from numpyro_ebm.estimators import logz_lower_bound
 
         bound = logz_lower_bound(jax.random.fold_in(k_test, 1), E, extra["guide"], params)
@@ -395,7 +400,7 @@ def fmt_cell(row):
         return "—"
     times = f"({row['seconds']:.0f} / {row.get('cpu_seconds', float('nan')):.0f} s)"
     if not row["finite"]:
-        return f"NaN {times}"
+        return f"diverged {times}"
     return f"{row['gap']:+.3f} {times}"
 
 
