@@ -1,6 +1,7 @@
 """The estimator base: a new estimator is one class with one ``site_loss`` (the worked example of
 docs/estimators.md, "Writing an estimator"), the non-finite report, and the base's guide."""
 
+import functools
 import warnings
 
 import jax
@@ -99,3 +100,35 @@ def test_base_guide_checks_the_data_and_holds_no_state():
         SVI(scalar_model, sm.make_guide(scalar_model), optax.adam(1e-2), loss=sm).init(
             jax.random.key(0), jnp.ones(4).at[1].set(jnp.nan)
         )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda report: numpyro_ebm.DenoisingScoreMatching(0.1, report_nonfinite=report),
+        lambda report: numpyro_ebm.ContrastiveDivergence(
+            functools.partial(numpyro_ebm.ula, step_size=0.1), 2, report_nonfinite=report),
+    ],
+    ids=["dsm", "cd"],
+)
+def test_report_nonfinite_false_drops_the_host_callback(make):
+    """The report is a host callback, which JAX's persistent compilation cache cannot store:
+    ``report_nonfinite=False`` compiles the training step without it (and without a warning)."""
+    data = jnp.linspace(-1.0, 1.0, 9)
+
+    def step_text(loss):
+        svi = SVI(scalar_model, loss.guide, optax.adam(1e-2), loss=loss)
+        state = svi.init(jax.random.key(0), data)
+        return jax.jit(svi.update).lower(state, data).as_text(), svi, state
+
+    with_report, _, _ = step_text(make(True))
+    without, svi, state = step_text(make(False))
+    assert "callback" in with_report
+    assert "callback" not in without
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no report, even for a non-finite loss
+        _, loss = jax.jit(svi.update)(state, data.at[0].set(jnp.inf))
+        jax.effects_barrier()
+    assert not np.isfinite(loss)
+    with pytest.raises(TypeError, match="report_nonfinite"):
+        make("no")

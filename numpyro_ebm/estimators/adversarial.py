@@ -121,6 +121,9 @@ class AdversarialEstimation(EnergyEstimator):
         :func:`~numpyro_ebm.estimators.generators.vera_score`).
     :param float alpha: energy-magnitude penalty as in :class:`~numpyro_ebm.ContrastiveDivergence`.
     :param sites: names of the sites to train; ``None``: every continuous observed site.
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -157,8 +160,9 @@ class AdversarialEstimation(EnergyEstimator):
         posterior_objective: str = "iwae",
         alpha: float = 0.0,
         sites=None,
+        report_nonfinite: bool = True,
     ):
-        super().__init__(sites)
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         if not isinstance(entropy, str) or entropy not in ENTROPIES:
             raise ValueError(
                 f"{_NAME}: `entropy` must be one of {ENTROPIES} ('exact' for a flow guide, "

@@ -222,6 +222,13 @@ class EnergyEstimator(ELBO):
 
     :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default):
         every site of :attr:`site_kind`.
+    :param bool report_nonfinite: warn during training when a step's loss is not finite, naming
+        the cause (default ``True``). The warning is a host callback compiled into the training
+        program, and JAX's persistent compilation cache
+        (:func:`~numpyro_ebm.enable_compilation_cache`) cannot store a program that holds one:
+        pass ``False`` to have a rerun script load its training program from the cache. A
+        non-finite loss then shows only as a NaN loss value, which
+        :func:`~numpyro_ebm.check_svi_result` still reports after the run.
     """
 
     can_infer_discrete = True  # the EBM sites are observed: no enumeration of latent sites
@@ -232,9 +239,12 @@ class EnergyEstimator(ELBO):
     #: name of the ``numpyro.mutable`` site holding the per-site state, or ``None`` (stateless).
     state_name: ClassVar[str | None] = None
 
-    def __init__(self, sites=None):
+    def __init__(self, sites=None, *, report_nonfinite: bool = True):
         super().__init__(num_particles=1)
         self.sites = check_site_names(sites)
+        if not isinstance(report_nonfinite, bool):
+            raise TypeError(f"`report_nonfinite` must be a bool, got {report_nonfinite!r}.")
+        self.report_nonfinite = report_nonfinite
 
     # -- what a subclass writes -------------------------------------------------------------
 
@@ -373,6 +383,8 @@ class EnergyEstimator(ELBO):
             if self.state_name is not None:
                 out, new_states[site.name] = out
             total = total + out
+            if not self.report_nonfinite:
+                continue
             # One forward pass of the data's energy per step, for the report: it says whether the
             # data, its energy or the estimator's own computation went non-finite, and catches
             # finite energies large enough to freeze Adam (XLA shares it with site_loss where the
@@ -383,14 +395,15 @@ class EnergyEstimator(ELBO):
             huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
             if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
                 bad_input.append(_not_finite(site.data))
-        _report_nonfinite(
-            type(self).__name__,
-            jnp.any(jnp.stack(bad_data)),
-            _not_finite(total),
-            self.nonfinite_hint(),
-            jnp.any(jnp.stack(bad_input)) if bad_input else False,
-            jnp.any(jnp.stack(huge)),
-        )
+        if self.report_nonfinite:
+            _report_nonfinite(
+                type(self).__name__,
+                jnp.any(jnp.stack(bad_data)),
+                _not_finite(total),
+                self.nonfinite_hint(),
+                jnp.any(jnp.stack(bad_input)) if bad_input else False,
+                jnp.any(jnp.stack(huge)),
+            )
         mutable_state = None
         if self.state_name is not None:
             keys = self.state_keys(param_map, sites)

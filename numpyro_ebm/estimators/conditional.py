@@ -260,6 +260,9 @@ class ConditionalMaximumLikelihood(EnergyEstimator):
         \operatorname{mean} E(y',x)^2)` (with ``"exact"``, the second mean is the expectation
         under :math:`p(y'|x)`); default 0.
     :param sites: names of the label sites to train; ``None``: every label site.
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -275,9 +278,10 @@ class ConditionalMaximumLikelihood(EnergyEstimator):
     site_kind = "label"
 
     def __init__(
-        self, negatives: str = "exact", num_samples: int = 1, alpha: float = 0.0, sites=None
+        self, negatives: str = "exact", num_samples: int = 1, alpha: float = 0.0, sites=None,
+        *, report_nonfinite: bool = True,
     ):
-        super().__init__(sites)
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         if negatives not in _NEGATIVES:
             raise ValueError(f"`negatives` must be one of {_NEGATIVES}, got {negatives!r}.")
         self.negatives = negatives

@@ -138,6 +138,9 @@ class ContrastiveDivergence(EnergyEstimator):
     :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default): every
         non-label site (label sites are left to
         :class:`~numpyro_ebm.ConditionalMaximumLikelihood`).
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -157,8 +160,11 @@ class ContrastiveDivergence(EnergyEstimator):
     site_kind = "sampled"
     stop_gradient_trace = True
 
-    def __init__(self, kernel: Callable | None, num_steps: int = 1, alpha: float = 0.0, sites=None):
-        super().__init__(sites)
+    def __init__(
+        self, kernel: Callable | None, num_steps: int = 1, alpha: float = 0.0, sites=None, *,
+        report_nonfinite: bool = True,
+    ):
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         check_kernel(kernel)
         self.kernel = kernel
         self.num_steps = check_int("num_steps", num_steps, 1)

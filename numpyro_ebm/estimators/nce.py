@@ -95,6 +95,9 @@ class NoiseContrastiveEstimation(EnergyEstimator):
     :param int num_noise: ``ν`` >= 1, noise samples per data point.
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -105,8 +108,10 @@ class NoiseContrastiveEstimation(EnergyEstimator):
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-2), loss=loss)
     """
 
-    def __init__(self, noise: Distribution, num_noise: int = 1, sites=None):
-        super().__init__(sites)
+    def __init__(
+        self, noise: Distribution, num_noise: int = 1, sites=None, *, report_nonfinite: bool = True
+    ):
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         if not isinstance(noise, Distribution):
             raise TypeError(
                 "`noise` must be a NumPyro distribution over one event of the site (e.g. "

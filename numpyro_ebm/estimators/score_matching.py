@@ -241,6 +241,9 @@ class ScoreMatching(EnergyEstimator):
         bounds the memory to ``N * chunk_size * D`` numbers).
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -250,8 +253,10 @@ class ScoreMatching(EnergyEstimator):
         result = svi.run(jax.random.key(0), 2000, data)
     """
 
-    def __init__(self, chunk_size: int | None = None, sites=None):
-        super().__init__(sites)
+    def __init__(
+        self, chunk_size: int | None = None, sites=None, *, report_nonfinite: bool = True
+    ):
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         if chunk_size is not None:
             chunk_size = check_int("chunk_size", chunk_size, minimum=1)
         self.chunk_size = chunk_size
@@ -279,6 +284,9 @@ class SlicedScoreMatching(EnergyEstimator):
         SSM-VR) rather than its estimate :math:`\tfrac12 (v^\top \nabla_x E)^2`.
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -294,8 +302,10 @@ class SlicedScoreMatching(EnergyEstimator):
         projection: str = "rademacher",
         variance_reduced: bool = True,
         sites=None,
+        *,
+        report_nonfinite: bool = True,
     ):
-        super().__init__(sites)
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         self.num_projections = check_int("num_projections", num_projections, minimum=1)
         if projection not in _PROJECTIONS:
             raise ValueError(f"`projection` must be one of {_PROJECTIONS}, got {projection!r}.")
@@ -356,6 +366,9 @@ class DenoisingScoreMatching(EnergyEstimator):
         :class:`~numpyro_ebm.NoiseConditionalEnergy` (an error for other energies).
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
+    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
+        lets JAX's persistent compilation cache store the training program (see
+        :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
 
@@ -367,8 +380,8 @@ class DenoisingScoreMatching(EnergyEstimator):
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3), loss=DenoisingScoreMatching())
     """
 
-    def __init__(self, sigma=None, sites=None):
-        super().__init__(sites)
+    def __init__(self, sigma=None, sites=None, *, report_nonfinite: bool = True):
+        super().__init__(sites, report_nonfinite=report_nonfinite)
         self.sigmas = None if sigma is None else _check_sigmas(sigma)
 
     def site_loss(self, site, rng_key, state=None):
