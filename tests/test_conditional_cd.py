@@ -59,7 +59,9 @@ def heldout_nll(x, y, w, log_s):
     return float(jnp.mean(energy(y, x, w, log_s) + log_Z))
 
 
-@pytest.mark.parametrize("estimator", ["cd", "pcd"])
+@pytest.mark.parametrize(
+    "estimator", [pytest.param("cd", marks=pytest.mark.slow), "pcd"]  # cd: 37 s, pcd: 18 s
+)
 def test_cd_pcd_train_conditional_energy_to_true_conditional_nll(estimator):
     x, y = sample_data(jax.random.key(0), 4000)
     ula = functools.partial(numpyro_ebm.ula, step_size=0.003)
