@@ -249,7 +249,7 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
 
 def train(svi, data, num_steps, seconds, key, clock="wall", chunk=250):
     """``svi.update`` scanned ``chunk`` steps at a time until ``num_steps`` or ``seconds``: it
-    stops before a chunk that would end past ``seconds`` (predicted by the fastest chunk so far).
+    stops before a chunk that would end past ``seconds`` (predicted by the slower of the last two).
 
     ``clock="cpu"`` measures the budget in this process's CPU time divided by the core count
     (the wall time an otherwise idle machine would take), for a machine shared with other jobs.
@@ -282,9 +282,9 @@ def train(svi, data, num_steps, seconds, key, clock="wall", chunk=250):
         chunk_times.append(elapsed() - before)
         if not np.all(np.isfinite(chunk_losses)):
             break
-        # stop when the next chunk would overrun the budget: the cheapest compiled chunk so far
-        # predicts it (the first chunk's time includes compilation)
-        steady = min(chunk_times[1:]) if len(chunk_times) > 1 else 0.0
+        # stop when the next chunk would overrun the budget: the slower of the last two compiled
+        # chunks predicts it (the first chunk's time includes compilation)
+        steady = max(chunk_times[1:][-2:]) if len(chunk_times) > 1 else 0.0
         if seconds is not None and elapsed() + steady > seconds:
             break
     jax.block_until_ready(state)
