@@ -45,21 +45,22 @@ ESTIMATORS = (
     "CD", "CD-D", "PCD", "PCD-D", "PCD-PT", "SM", "SM-D", "SSM", "SSM-D", "DSM", "DSM-D", "NCE",
     "NCE-D", "FCE", "FCE-D", "ADV-flow", "ADV-flow-D", "ADV-VERA", "ADV-VERA-D",
 )  # fmt: skip
-# row labels of the table (default: the estimator's key)
+# row labels of the table (default: the estimator's key; a "-D" row: its base row's label and
+# ", default net")
 LABELS = {
     "PCD-PT": "PCD + PT(MALA) negatives, default net",
-    "CD-D": "CD, default net",
-    "PCD-D": "PCD, default net",
-    "SM-D": "SM, default net",
-    "SSM-D": "SSM, default net",
-    "DSM-D": "DSM, default net",
-    "NCE-D": "NCE, default net",
-    "FCE-D": "FCE, default net",
     "ADV-flow": "adversarial (flow)",
-    "ADV-flow-D": "adversarial (flow), default net",
     "ADV-VERA": "adversarial (VERA, MLP generator)",
-    "ADV-VERA-D": "adversarial (VERA, MLP generator), default net",
 }
+
+
+def label(estimator: str) -> str:
+    if estimator.endswith("-D"):
+        base = estimator[:-2]
+        return f"{LABELS.get(base, base)}, default net"
+    return LABELS.get(estimator, estimator)
+
+
 # estimators trained with numpyro_ebm.nets.default_energy() (Fourier features + confinement)
 # instead of the plain MLP of every other row
 # ("-D" rows: the estimator of the same name without "-D", with that network)
@@ -318,10 +319,11 @@ def run_cell(name, dataset, args):
     log_p_true = truth.log_prob(test)
     energy_test = E(params, test)
     box, points = QUADRATURE.get(dataset, (BOX, NUM_POINTS))
-    try:
+    # a diverged run (training stops at its first non-finite chunk) has no log Z to compute
+    trained = bool(np.all(np.isfinite(losses)))
+    log_Z = float("nan")
+    if trained:
         log_Z = float(logz_quadrature(lambda x: E(params, x), -box, box, points, dim=2))
-    except ValueError:  # the energy is NaN: the run diverged (its losses say so)
-        log_Z = float("nan")
     per_point = log_p_true + energy_test + log_Z
     row = {
         "estimator": name,
@@ -332,7 +334,7 @@ def run_cell(name, dataset, args):
         "cpu_seconds": cpu,
         "ncpu": os.cpu_count() or 1,
         "final_loss": float(np.mean(losses[-100:])),
-        "finite": bool(np.all(np.isfinite(losses))) and math.isfinite(log_Z),
+        "finite": trained and math.isfinite(log_Z),
         "gap": float(jnp.mean(per_point)),
         "test_nll": float(jnp.mean(energy_test) + log_Z),
         "gap_se": float(jnp.std(per_point) / math.sqrt(args.num_test)),
@@ -421,7 +423,7 @@ def report(cache_dir, args):
         if not any((e, d) in rows for d in DATASETS):
             continue  # a row not run (into this cache)
         cells = " | ".join(fmt_cell(rows.get((e, d))) for d in DATASETS)
-        lines.append(f"| {LABELS.get(e, e)} | " + cells + " |")
+        lines.append(f"| {label(e)} | " + cells + " |")
     entropies = {d: true_entropy(d) for d in DATASETS}
     lines.append(
         "| *true entropy H (nats)* | "

@@ -377,33 +377,14 @@ class EnergyEstimator(ELBO):
             model_kwargs,
             sites,
         )
-        total, new_states, bad_data, bad_input, huge = 0.0, {}, [], [], []
+        total, new_states = 0.0, {}
         for i, site in enumerate(sites):
             out = self.site_loss(site, jax.random.fold_in(loss_key, i), inputs[site.name])
             if self.state_name is not None:
                 out, new_states[site.name] = out
             total = total + out
-            if not self.report_nonfinite:
-                continue
-            # One forward pass of the data's energy per step, for the report: it says whether the
-            # data, its energy or the estimator's own computation went non-finite, and catches
-            # finite energies large enough to freeze Adam (XLA shares it with site_loss where the
-            # loss evaluates the same energy of the same data).
-            energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
-            bad_data.append(_not_finite(energy_data))
-            finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
-            huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
-            if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
-                bad_input.append(_not_finite(site.data))
         if self.report_nonfinite:
-            _report_nonfinite(
-                type(self).__name__,
-                jnp.any(jnp.stack(bad_data)),
-                _not_finite(total),
-                self.nonfinite_hint(),
-                jnp.any(jnp.stack(bad_input)) if bad_input else False,
-                jnp.any(jnp.stack(huge)),
-            )
+            self._report(sites, total)
         mutable_state = None
         if self.state_name is not None:
             keys = self.state_keys(param_map, sites)
@@ -411,6 +392,29 @@ class EnergyEstimator(ELBO):
             state.update({keys[name]: value for name, value in new_states.items()})
             mutable_state = {self.state_name: state}
         return {"loss": total, "mutable_state": mutable_state}
+
+    def _report(self, sites: list[EBMSite], total) -> None:
+        """The non-finite report of one step (:func:`_report_nonfinite`): whether the data, its
+        energy or the estimator's own computation (``total``) went non-finite, and whether the
+        data's energy is finite but large enough to freeze Adam."""
+        bad_data, bad_input, huge = [], [], []
+        for site in sites:
+            # One forward pass of the data's energy per step (XLA shares it with site_loss where
+            # the loss evaluates the same energy of the same data).
+            energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
+            bad_data.append(_not_finite(energy_data))
+            finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
+            huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
+            if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
+                bad_input.append(_not_finite(site.data))
+        _report_nonfinite(
+            type(self).__name__,
+            jnp.any(jnp.stack(bad_data)),
+            _not_finite(total),
+            self.nonfinite_hint(),
+            jnp.any(jnp.stack(bad_input)) if bad_input else False,
+            jnp.any(jnp.stack(huge)),
+        )
 
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
         model_key, loss_key = split_key(rng_key)
