@@ -1,4 +1,7 @@
+import gc
 import os
+
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -8,18 +11,13 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", False)
 
 
-import gc  # noqa: E402
-
-import pytest  # noqa: E402
-
-
 @pytest.fixture(autouse=True, scope="module")
 def _fresh_jax_caches_per_module():
     """Each test module starts from empty JAX caches, with what survives moved out of the
-    cyclic garbage collector's reach. Without it, the caches of every earlier module (traced
-    jaxprs, lowered programs: millions of Python objects) are rescanned by each full
-    collection, and a test in a long run took 2-3x its time when run alone."""
+    cyclic garbage collector's reach (``gc.freeze``). Measured: a test took 59.6 s late in the
+    full run and 18.7 s alone, and the default suite went from 24:05 to 19:35 with this reset;
+    the likely cause is the collector rescanning every earlier module's cached jaxprs and
+    programs (clearing and freezing were not measured apart)."""
     jax.clear_caches()
     gc.collect()
     gc.freeze()
-    yield
