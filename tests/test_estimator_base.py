@@ -132,3 +132,44 @@ def test_report_nonfinite_false_drops_the_host_callback(make):
     assert not np.isfinite(loss)
     with pytest.raises(TypeError, match="report_nonfinite"):
         make("no")
+
+
+def test_default_report_evaluates_the_data_energy_only_on_a_failing_step():
+    """The default report tests the loss; the data's energy (to name the cause) is evaluated
+    only in the branch a failing step takes. ``"full"`` evaluates it on every step. Counted with
+    a host callback in the energy that records each evaluation on exactly the data."""
+    data = jnp.linspace(-1.0, 1.0, 9)
+    seen, current = [], [data]
+
+    def count(x):  # an evaluation on exactly the minibatch of the step
+        seen.append(bool(np.array_equal(np.asarray(x), np.asarray(current[0]))))
+
+    def model(data):
+        a = numpyro.param("a", 0.0)
+
+        def energy(x):
+            jax.debug.callback(count, x)
+            return 0.5 * jnp.exp(a) * x**2
+
+        with numpyro.plate("data", data.shape[0]):
+            numpyro.sample("x", numpyro_ebm.Unnormalized(energy, ()), obs=data)
+
+    def data_evaluations(report, batch, steps=3):
+        loss = numpyro_ebm.DenoisingScoreMatching(0.1, report_nonfinite=report)
+        svi = SVI(model, loss.guide, optax.adam(1e-2), loss=loss)
+        state = svi.init(jax.random.key(0), data)  # init checks its data: a finite one
+        update = jax.jit(svi.update)
+        jax.effects_barrier()
+        seen.clear()
+        current[0] = batch
+        for _ in range(steps):
+            state, _ = update(state, batch)
+        jax.effects_barrier()
+        return sum(seen)
+
+    assert data_evaluations(True, data) == 0  # DSM evaluates the energy at noisy data only
+    assert data_evaluations("full", data) == 3
+    bad = data.at[0].set(jnp.inf)
+    with pytest.warns(RuntimeWarning, match="observed data itself holds NaN or inf"):
+        assert data_evaluations(True, bad) == 3
+        jax.effects_barrier()

@@ -121,8 +121,9 @@ class AdversarialEstimation(EnergyEstimator):
         :func:`~numpyro_ebm.estimators.generators.vera_score`).
     :param float alpha: energy-magnitude penalty as in :class:`~numpyro_ebm.ContrastiveDivergence`.
     :param sites: names of the sites to train; ``None``: every continuous observed site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -160,7 +161,7 @@ class AdversarialEstimation(EnergyEstimator):
         posterior_objective: str = "iwae",
         alpha: float = 0.0,
         sites=None,
-        report_nonfinite: bool = True,
+        report_nonfinite: bool | str = True,
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         if not isinstance(entropy, str) or entropy not in ENTROPIES:

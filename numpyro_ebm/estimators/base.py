@@ -126,14 +126,17 @@ ENERGY_BOUND = 1e18
 
 
 def _report_nonfinite(
-    estimator: str, bad_data, bad_loss, hint: str, bad_input=False, huge=False
+    estimator: str, bad_input, bad_data, bad_loss, huge, hint: str
 ) -> None:
-    """Warn (host side, once per message) that a training step's loss was not finite.
+    """Warn (host side, once per message) that a training step's loss was not finite: a host
+    callback, to be called where the flags say there is something to report (in a ``lax.cond``
+    branch: see :meth:`EnergyEstimator._report`).
 
     ``bad_input``: the observed data itself holds NaN or inf (e.g. rows outside the minibatch
     that ``SVI.init`` saw); ``bad_data``: the energy of the data is not finite; ``bad_loss``: the
     loss is not finite. The cause named is the first of these that holds. ``huge``: the energy
-    of the data is finite but above :data:`ENERGY_BOUND` in magnitude (a separate warning).
+    of the data (or the finite loss) is above :data:`ENERGY_BOUND` in magnitude (a separate
+    warning).
     """
 
     def warn(bad_input, bad_data, bad_loss, huge):
@@ -142,7 +145,8 @@ def _report_nonfinite(
         bad_loss, huge = bool(np.any(bad_loss)), bool(np.any(huge))
         if huge and not (bad_input or bad_data or bad_loss):
             warnings.warn(
-                f"{estimator}: the energy of the data exceeds {ENERGY_BOUND:g} in magnitude; "
+                f"{estimator}: the energy of the data (or the loss) exceeds {ENERGY_BOUND:g} in "
+                "magnitude; "
                 "gradients this large overflow the optimizer's float32 statistics (Adam's "
                 "second moment becomes inf), after which the updates are zero and the "
                 "parameters freeze with a finite loss. Rescale the energy (or its "
@@ -176,16 +180,7 @@ def _report_nonfinite(
             stacklevel=2,
         )
 
-    bad_input, huge = jnp.asarray(bad_input), jnp.asarray(huge)
-    jax.lax.cond(
-        bad_input | bad_data | bad_loss | huge,
-        lambda *flags: jax.debug.callback(warn, *flags),
-        lambda *flags: None,
-        bad_input,
-        bad_data,
-        bad_loss,
-        huge,
-    )
+    jax.debug.callback(warn, bad_input, bad_data, bad_loss, huge)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,9 +217,12 @@ class EnergyEstimator(ELBO):
 
     :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default):
         every site of :attr:`site_kind`.
-    :param bool report_nonfinite: warn during training when a step's loss is not finite, naming
-        the cause (default ``True``). The warning is a host callback compiled into the training
-        program, and JAX's persistent compilation cache
+    :param report_nonfinite: warn during training when a step's loss is not finite, or above
+        :data:`ENERGY_BOUND` in magnitude, naming the cause (default ``True``: each step tests
+        its loss, and only a failing step evaluates the data's energy to name the cause).
+        ``"full"``: each step also evaluates the energy of the data (one more forward pass), and
+        warns when it is huge behind a small loss. The warning is a host callback compiled into
+        the training program, and JAX's persistent compilation cache
         (:func:`~numpyro_ebm.enable_compilation_cache`) cannot store a program that holds one:
         pass ``False`` to have a rerun script load its training program from the cache. A
         non-finite loss then shows only as a NaN loss value, which
@@ -239,11 +237,13 @@ class EnergyEstimator(ELBO):
     #: name of the ``numpyro.mutable`` site holding the per-site state, or ``None`` (stateless).
     state_name: ClassVar[str | None] = None
 
-    def __init__(self, sites=None, *, report_nonfinite: bool = True):
+    def __init__(self, sites=None, *, report_nonfinite: bool | str = True):
         super().__init__(num_particles=1)
         self.sites = check_site_names(sites)
-        if not isinstance(report_nonfinite, bool):
-            raise TypeError(f"`report_nonfinite` must be a bool, got {report_nonfinite!r}.")
+        if not (isinstance(report_nonfinite, bool) or report_nonfinite == "full"):
+            raise TypeError(
+                f"`report_nonfinite` must be True, False or 'full', got {report_nonfinite!r}."
+            )
         self.report_nonfinite = report_nonfinite
 
     # -- what a subclass writes -------------------------------------------------------------
@@ -394,27 +394,40 @@ class EnergyEstimator(ELBO):
         return {"loss": total, "mutable_state": mutable_state}
 
     def _report(self, sites: list[EBMSite], total) -> None:
-        """The non-finite report of one step (:func:`_report_nonfinite`): whether the data, its
-        energy or the estimator's own computation (``total``) went non-finite, and whether the
-        data's energy is finite but large enough to freeze Adam."""
-        bad_data, bad_input, huge = [], [], []
-        for site in sites:
-            # One forward pass of the data's energy per step (XLA shares it with site_loss where
-            # the loss evaluates the same energy of the same data).
-            energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
-            bad_data.append(_not_finite(energy_data))
-            finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
-            huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
-            if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
-                bad_input.append(_not_finite(site.data))
-        _report_nonfinite(
-            type(self).__name__,
-            jnp.any(jnp.stack(bad_data)),
-            _not_finite(total),
-            self.nonfinite_hint(),
-            jnp.any(jnp.stack(bad_input)) if bad_input else False,
-            jnp.any(jnp.stack(huge)),
-        )
+        """The non-finite report of one step (:func:`_report_nonfinite`).
+
+        ``report_nonfinite=True``: the step tests its loss alone (not finite, or above
+        :data:`ENERGY_BOUND` in magnitude), and only a step that fails diagnoses the cause, in
+        the true branch of a ``lax.cond``: whether the data or the data's energy holds NaN or
+        inf, or whether that energy is finite but large enough to freeze Adam. A passing step
+        costs two comparisons of a scalar. ``"full"``: every step also evaluates the energy of
+        the data (one forward pass), so a finite, small loss over huge energies (e.g. CD whose
+        chains reject every move, so that the negatives equal the data) is reported too.
+        """
+
+        def diagnose(total):
+            bad_data, bad_input, huge = [], [], []
+            for site in sites:
+                energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
+                bad_data.append(_not_finite(energy_data))
+                finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
+                huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
+                if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
+                    bad_input.append(_not_finite(site.data))
+            bad_loss = _not_finite(total)
+            huge = jnp.any(jnp.stack(huge)) | (~bad_loss & (jnp.abs(total) > ENERGY_BOUND))
+            bad_input = jnp.any(jnp.stack(bad_input)) if bad_input else jnp.asarray(False)
+            return bad_input, jnp.any(jnp.stack(bad_data)), bad_loss, huge
+
+        def report(total):
+            _report_nonfinite(type(self).__name__, *diagnose(total), self.nonfinite_hint())
+
+        total = jax.lax.stop_gradient(total)
+        if self.report_nonfinite == "full":
+            flag = jnp.any(jnp.stack(diagnose(total)))
+        else:
+            flag = _not_finite(total) | (jnp.abs(total) > ENERGY_BOUND)
+        jax.lax.cond(flag, report, lambda total: None, total)
 
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
         model_key, loss_key = split_key(rng_key)

@@ -260,8 +260,9 @@ class ConditionalMaximumLikelihood(EnergyEstimator):
         \operatorname{mean} E(y',x)^2)` (with ``"exact"``, the second mean is the expectation
         under :math:`p(y'|x)`); default 0.
     :param sites: names of the label sites to train; ``None``: every label site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -279,7 +280,7 @@ class ConditionalMaximumLikelihood(EnergyEstimator):
 
     def __init__(
         self, negatives: str = "exact", num_samples: int = 1, alpha: float = 0.0, sites=None,
-        *, report_nonfinite: bool = True,
+        *, report_nonfinite: bool | str = True,
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         if negatives not in _NEGATIVES:

@@ -138,8 +138,9 @@ class ContrastiveDivergence(EnergyEstimator):
     :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default): every
         non-label site (label sites are left to
         :class:`~numpyro_ebm.ConditionalMaximumLikelihood`).
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -162,7 +163,7 @@ class ContrastiveDivergence(EnergyEstimator):
 
     def __init__(
         self, kernel: Callable | None, num_steps: int = 1, alpha: float = 0.0, sites=None, *,
-        report_nonfinite: bool = True,
+        report_nonfinite: bool | str = True,
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         check_kernel(kernel)

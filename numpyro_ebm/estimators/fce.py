@@ -114,8 +114,9 @@ class FlowContrastiveEstimation(EnergyEstimator):
         (e.g. 0.1; 0 lets the flow drop modes).
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site (the guide needs a flow for each).
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -141,7 +142,7 @@ class FlowContrastiveEstimation(EnergyEstimator):
 
     def __init__(
         self, num_noise: int = 1, flow_mle_weight: float = 0.0, sites=None, *,
-        report_nonfinite: bool = True,
+        report_nonfinite: bool | str = True,
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         self.num_noise = check_int("num_noise", num_noise, minimum=1)

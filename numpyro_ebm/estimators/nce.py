@@ -95,8 +95,9 @@ class NoiseContrastiveEstimation(EnergyEstimator):
     :param int num_noise: ``ν`` >= 1, noise samples per data point.
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -109,7 +110,7 @@ class NoiseContrastiveEstimation(EnergyEstimator):
     """
 
     def __init__(
-        self, noise: Distribution, num_noise: int = 1, sites=None, *, report_nonfinite: bool = True
+        self, noise: Distribution, num_noise: int = 1, sites=None, *, report_nonfinite: bool | str = True
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         if not isinstance(noise, Distribution):

@@ -170,8 +170,9 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         maximum-likelihood fixed point it would bias.
     :param sites: names of the observed ``Unnormalized`` sites to train; ``None`` (default): every
         non-label site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
     :param int anneal_steps: ``J >= 0`` (default 0: off). Short-run annealed chains: the chains
         restarted at a step (``reinit_prob``, divergence) first take one transition at each of
@@ -207,7 +208,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         anneal_steps: int = 0,
         anneal_schedule: str = "sigmoid",
         persist_kernel_state: bool | None = None,
-        report_nonfinite: bool = True,
+        report_nonfinite: bool | str = True,
     ):
         super().__init__(kernel, num_steps, alpha, sites, report_nonfinite=report_nonfinite)
         self.num_chains = check_int("num_chains", num_chains, 1)

@@ -241,8 +241,9 @@ class ScoreMatching(EnergyEstimator):
         bounds the memory to ``N * chunk_size * D`` numbers).
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -254,7 +255,7 @@ class ScoreMatching(EnergyEstimator):
     """
 
     def __init__(
-        self, chunk_size: int | None = None, sites=None, *, report_nonfinite: bool = True
+        self, chunk_size: int | None = None, sites=None, *, report_nonfinite: bool | str = True
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         if chunk_size is not None:
@@ -284,8 +285,9 @@ class SlicedScoreMatching(EnergyEstimator):
         SSM-VR) rather than its estimate :math:`\tfrac12 (v^\top \nabla_x E)^2`.
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -303,7 +305,7 @@ class SlicedScoreMatching(EnergyEstimator):
         variance_reduced: bool = True,
         sites=None,
         *,
-        report_nonfinite: bool = True,
+        report_nonfinite: bool | str = True,
     ):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         self.num_projections = check_int("num_projections", num_projections, minimum=1)
@@ -366,8 +368,9 @@ class DenoisingScoreMatching(EnergyEstimator):
         :class:`~numpyro_ebm.NoiseConditionalEnergy` (an error for other energies).
     :param sites: names of the sites to train; ``None``: every continuous observed
         ``Unnormalized`` site.
-    :param bool report_nonfinite: warn when a step's loss is not finite (default); ``False``
-        lets JAX's persistent compilation cache store the training program (see
+    :param report_nonfinite: warn when a step's loss is not finite (default ``True``);
+        ``"full"`` also checks the data's energy every step; ``False`` lets JAX's persistent
+        compilation cache store the training program (see
         :class:`~numpyro_ebm.estimators.base.EnergyEstimator`).
 
     **Example**
@@ -380,7 +383,7 @@ class DenoisingScoreMatching(EnergyEstimator):
         svi = SVI(model, numpyro_ebm.no_guide, optax.adam(1e-3), loss=DenoisingScoreMatching())
     """
 
-    def __init__(self, sigma=None, sites=None, *, report_nonfinite: bool = True):
+    def __init__(self, sigma=None, sites=None, *, report_nonfinite: bool | str = True):
         super().__init__(sites, report_nonfinite=report_nonfinite)
         self.sigmas = None if sigma is None else _check_sigmas(sigma)
 
