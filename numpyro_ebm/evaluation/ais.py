@@ -203,22 +203,19 @@ def annealed_importance_sampling(
         )
     f = path.logdensity_fn
 
-    def transition(key, beta, x):
+    def transition(keys, beta, x):  # keys: (num_steps + 1,), the first for the kernel's init
         algorithm = path.kernel(beta)
-        init_key, step_key = jax.random.split(key)
-        state = algorithm.init(x, init_key)
-        state, _ = jax.lax.scan(
-            lambda s, k: (algorithm.step(k, s)[0], None),
-            state,
-            jax.random.split(step_key, num_steps),
-        )
+        state = algorithm.init(x, keys[0])
+        state, _ = jax.lax.scan(lambda s, k: (algorithm.step(k, s)[0], None), state, keys[1:])
         return state.position
 
     def one_temperature(carry, inputs):
         x, log_w = carry
         beta_prev, beta, key = inputs
         log_w = log_w + jax.vmap(lambda xi: f(beta, xi) - f(beta_prev, xi))(x)
-        keys = jax.random.split(key, num_chains)
+        # every chain's keys of this temperature in one draw (per-chain splits cost 1.4x the
+        # whole run of a 2-D target)
+        keys = jax.random.split(key, (num_chains, num_steps + 1))
         x = jax.vmap(lambda k, xi: transition(k, beta, xi))(keys, x)
         return constrain_chains((x, log_w), num_chains), None
 
@@ -316,19 +313,10 @@ def logz_ais(
         betas = temperature_schedule(num_temperatures, schedule)
     betas = check_betas(betas)
     path = energy_path(target, base, kernel, "logz_ais")
-    if base is not None:
-        x0 = base.sample(jax.random.key(0), (1,))
-        energy_shape = jax.eval_shape(
-            lambda x: path.logdensity_fn(1.0, x), jax.tree.map(lambda a: a[0], x0)
-        ).shape
-        if energy_shape != ():
-            raise ValueError(
-                f"`target` must map one position of shape {tuple(base.event_shape)} to a scalar "
-                f"energy; it returned shape {energy_shape}. (`base` fixes the event shape.)"
-            )
     cache_key = _cache_key(target, base, kernel)
-    if cache_key not in _CHECKED:  # once per target, like the compiled program (an eager check
-        check_path_kernel(path, 0.5, caller="logz_ais")  # costs more than a small AIS run)
+    if cache_key not in _CHECKED:  # once per target, like the compiled program (eager checks
+        _check_energy_shape(path, base)  # cost more than a small AIS run)
+        check_path_kernel(path, 0.5, caller="logz_ais")
         _CHECKED[cache_key] = None
         while len(_CHECKED) > 64:
             _CHECKED.pop(next(iter(_CHECKED)))
@@ -336,6 +324,20 @@ def logz_ais(
     result = _run_ais(rng_key, betas, jnp.asarray(path.log_Z_base), program=program)
     warn_nan_chains(result, "logz_ais")
     return result
+
+
+def _check_energy_shape(path, base) -> None:
+    if base is None:
+        return
+    x0 = base.sample(jax.random.key(0), (1,))
+    energy_shape = jax.eval_shape(
+        lambda x: path.logdensity_fn(1.0, x), jax.tree.map(lambda a: a[0], x0)
+    ).shape
+    if energy_shape != ():
+        raise ValueError(
+            f"`target` must map one position of shape {tuple(base.event_shape)} to a scalar "
+            f"energy; it returned shape {energy_shape}. (`base` fixes the event shape.)"
+        )
 
 
 class NegativeEnergy:
