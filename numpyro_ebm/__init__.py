@@ -95,7 +95,7 @@ from numpyro_ebm.training import (
     save_checkpoint,
 )
 
-__version__ = "0.2.2"
+__version__ = "0.2.3"
 
 __all__ = [
     "AISResult",

@@ -127,6 +127,7 @@ def trained_2d():
     return data, model, guide, result
 
 
+@pytest.mark.slow  # 12 s; test_gradient_signs_exact checks the exact-entropy gradient
 def test_exact_entropy_recovers_gaussian_2d(trained_2d):
     data, model, guide, result = trained_2d
     # measured: precision 0.4 %, mean 0.002, bound gap 1e-4 nats
@@ -181,6 +182,7 @@ def _linear_generator_kl(params, mu, sigma_p):
     )  # fmt: skip
 
 
+@pytest.mark.slow  # 19 s; test_generator_step_exact_drives_kl_to_zero runs the generator step
 def test_generator_step_vera_drives_kl_down():
     sigma_p = CHOL @ CHOL.T
     model = frozen_gaussian_model(MU, jnp.linalg.inv(sigma_p))

@@ -46,6 +46,7 @@ def hmc(step_size, dim, num_integration_steps=5):
     )
 
 
+@pytest.mark.slow  # 13 s; the 2-D banana and the log-likelihood tests check AIS against exact values
 def test_gaussian_50d_hmc_within_error_bar_and_error_bar_sane():
     """Six independent runs (vmapped over keys): each within 4 reported stderr of the exact
     log Z; the reported stderr agrees with the run-to-run spread (ratio in [0.4, 2.5]) and is
@@ -85,8 +86,9 @@ def banana_energy(x):
 @pytest.mark.parametrize(
     "energy, exact, low, high, base, kernel",
     [
-        (mixture_energy, 3.0, -6.0, 6.0, dist.Normal(0.0, 3.0).expand([2]).to_event(1),
-         functools.partial(blackjax.mala, step_size=0.05)),
+        pytest.param(  # 17 s; the banana case checks AIS with HMC the same way
+            mixture_energy, 3.0, -6.0, 6.0, dist.Normal(0.0, 3.0).expand([2]).to_event(1),
+            functools.partial(blackjax.mala, step_size=0.05), marks=pytest.mark.slow),
         (banana_energy, math.log(math.pi), [-7.0, -4.0], [7.0, 20.0],
          dist.Normal(jnp.array([0.0, 0.3]), jnp.array([1.5, 2.0])).to_event(1), hmc(0.1, 2)),
     ],

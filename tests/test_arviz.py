@@ -98,6 +98,7 @@ def test_rhat_flags_unmixed_chains():
     assert float(az.rhat(idata)["x"]) > 1.5
 
 
+@pytest.mark.slow  # 13 s; a benchmark-like comparison
 def test_ess_per_second_numpyro_nuts_vs_blackjax(mala_run):
     """ESS/s is finite and positive for both, computed from draws grouped by chain (draws first
     for ess_per_second)."""

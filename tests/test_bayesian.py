@@ -321,6 +321,7 @@ def grid_mean_sd(grid, log_post):
     return mean, math.sqrt(w @ (grid - mean) ** 2)
 
 
+@pytest.mark.slow  # 16 s; test_ising_exact_logz_posterior_with_nuts checks the exact posterior
 def test_ising_exact_and_pseudo_likelihood_posteriors(ising_data, j_grid_posteriors):
     grid, exact, pl = j_grid_posteriors
     m_exact, sd_exact = grid_mean_sd(grid, exact)

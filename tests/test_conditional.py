@@ -117,6 +117,7 @@ def test_exact_gradient_equals_cross_entropy_and_trace_elbo():
         np.testing.assert_allclose(grad[k] * x.shape[0], elbo_grad[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # 14 s; test_conditional_cd trains a conditional energy with sampled negatives
 def test_sampled_negatives_are_unbiased_cd():
     """CD with an exact categorical Gibbs draw per example: its gradient, averaged over seeds,
     equals the cross-entropy gradient within 4 standard errors (and differs between seeds)."""

@@ -68,6 +68,7 @@ def test_gibbs_samples_exact_marginal():
     assert np.all(np.abs(freq - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3), (freq, p)
 
 
+@pytest.mark.slow  # 18 s; test_model_protocol checks the DBM's AIS paths against enumeration
 def test_ais_matches_enumeration():
     dbm = DBM(12, 10, 6)
     params = random_params(dbm, jax.random.key(4), scale=0.6)
@@ -80,6 +81,7 @@ def test_ais_matches_enumeration():
     assert dbm.split(res.positions).h1.shape == (200, 10)
 
 
+@pytest.mark.slow  # 22 s; the next test checks the same PCD gradient against the surrogate
 def test_svi_mean_field_pcd_improves_likelihood():
     """Data from a sparse 'two prototypes' distribution; mean-field + PCD through SVI (plain
     PersistentContrastiveDivergence on the DBM's joint site) raises the exact test LL."""

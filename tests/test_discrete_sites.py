@@ -77,6 +77,7 @@ def assert_within_mc_error(draws, exact, k=4.5, floor=0.01):
 # ----------------------------------------------------------------------------- Ising + likelihood
 
 
+@pytest.mark.slow  # 21 s; the categorical Potts and graph-Ising sites are checked against enumeration
 def test_fixed_coupling_posterior_spins_vs_enumeration_and_factorized_blocks_always_accept():
     """J fixed: EBMGibbs(model=...) alone. With the Ising colouring the conditional of each colour
     class factorizes (Gaussian likelihood), so every block move is accepted; with the default
@@ -182,6 +183,7 @@ def test_categorical_potts_site_posterior_vs_enumeration():
     assert np.asarray(mcmc.get_extra_fields()["block_states.0.accept_prob"]).min() > 0.999
 
 
+@pytest.mark.slow  # 11 s; the other sites are checked against enumeration in this file
 def test_binary_rbm_site_observed_through_gaussian_noise_vs_enumeration():
     """A latent binary RBM site (support {0, 1}, its free energy couples every visible unit, so
     the default checkerboard blocks are Metropolis-corrected) observed through Gaussian noise of
@@ -207,6 +209,7 @@ def test_binary_rbm_site_observed_through_gaussian_noise_vs_enumeration():
     assert 0.1 < float(np.mean(mcmc.get_extra_fields()["block_states.0.accept_prob"])) < 1.0
 
 
+@pytest.mark.slow  # 13 s; the other sites are checked against enumeration in this file
 def test_mixed_model_bernoulli_switch_and_ising_field_vs_enumeration():
     """An ordinary discrete site (Bernoulli) next to the EBM site: both updated exactly by the
     same kernel; the switch sets the Ising field."""
@@ -298,6 +301,7 @@ def test_graph_ising_sampler_vs_enumeration():
     assert np.all(np.abs(np.einsum("ci,cj->ij", x, x) / 3000 - exact_corr) < 4.5 * se)
 
 
+@pytest.mark.slow  # 17 s; test_categorical_potts_site_posterior_vs_enumeration samples Potts sites
 def test_potts_on_a_lattice_and_on_a_graph_vs_enumeration():
     for potts, field in ((Potts(3, shape=(2, 3), periodic=False), jnp.array([0.3, 0.0, -0.2])),
                          (Potts(3, random_graph(jax.random.key(9), 6)), 0.1 * jnp.arange(18.0)
@@ -339,6 +343,7 @@ def test_discrete_site_under_a_gradient_kernel_names_the_site_and_the_fix():
                 jax.random.key(0), Y)
 
 
+@pytest.mark.slow  # 31 s (two MCMC compilations); test_sampling checks a built algorithm against the factory
 def test_a_built_blackjax_kernel_is_a_gibbs_block_like_the_factory():
     """EBMGibbs(BlackJAXKernel(...)) (refresh + wrap_model) runs the same chain as the factory
     form, which builds that kernel itself."""

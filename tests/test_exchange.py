@@ -109,6 +109,7 @@ def check_within_mc_error(samples, mean, sd, name):
     return ess
 
 
+@pytest.mark.slow  # 12 s; test_exchange_enumerate_sampler_3x3 and the Gaussian EBM check the exchange sampler
 def test_exchange_ising_exact_aux_matches_exact_posterior_and_pl_is_miscalibrated(
     ising_data, ising_posteriors
 ):
@@ -250,7 +251,7 @@ def test_approximate_exchange_ising_matches_exact_posterior(ising_data, ising_po
 # ----------------------------------------------------------------------------- perfect sampling
 
 
-@pytest.mark.parametrize("J, h", [(0.5, 0.2), (-0.5, 0.2)])
+@pytest.mark.parametrize("J, h", [(0.5, 0.2), pytest.param(-0.5, 0.2, marks=pytest.mark.slow)])
 def test_ising_cftp_matches_exact_distribution(J, h):
     """Chi-square of 10000 CFTP draws of a 3x3 open lattice over the 512 states (cells with an
     expected count below 10 pooled) against the exact probabilities, and no NaN (every draw

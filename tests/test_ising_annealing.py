@@ -33,7 +33,7 @@ def _exact_log_z(ising, params):
     return float(jax.nn.logsumexp(-ising.energy(params, _configs(ising.shape))))
 
 
-@pytest.mark.parametrize("shape", [(2, 2), (3, 3)])
+@pytest.mark.parametrize("shape", [(2, 2), pytest.param((3, 3), marks=pytest.mark.slow)])  # 14 s
 def test_ais_on_the_annealing_path_matches_enumeration(shape):
     """Periodic 2x2 and 3x3 (the 3x3 torus is not bipartite: greedy colouring), beta 0.3, 0.6,
     0.8 with coupling 1, field 0 and 0.3: ``logz_ais(key, ising.annealing_path(params))`` (all

@@ -104,7 +104,9 @@ def run(name, num_warmup=300, num_samples=1000):
     return _RUNS[name]
 
 
-@pytest.mark.parametrize("name", list(KERNELS))
+@pytest.mark.parametrize(  # nuts_adapted: 16 s, test_adapted_nuts_acceptance_and_step_size below
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "nuts_adapted" else n for n in KERNELS]
+)
 def test_posterior_moments_match_quadrature(name):
     mcmc = run(name)
     samples = mcmc.get_samples(group_by_chain=True)

@@ -112,6 +112,7 @@ def gaussian_ml_theta(data):
     return np.array([mu / var, -0.5 / var])
 
 
+@pytest.mark.slow  # 19 s; test_cd_gradient_is_moment_matching checks the gradient exactly
 def test_gaussian_moment_matching_and_cd_recover_ml():
     data = 1.5 + 0.7 * jax.random.normal(jax.random.key(0), (5000,))
     theta_ml = gaussian_ml_theta(np.asarray(data))

@@ -160,6 +160,7 @@ def test_cd_through_svi_learns_teacher(teacher):
     assert init_ll < true_ll - 0.4  # the factorized start is far off
 
 
+@pytest.mark.slow  # 10 s; test_cd_through_svi_learns_teacher, and test_contrastive's PCD tests
 def test_pcd_through_svi_learns_teacher(teacher):
     train, test, true_ll = teacher
     rbm = RBM(8, 4)
@@ -203,6 +204,7 @@ def test_gaussian_bernoulli_log_partition_and_sampler():
                                  4 * sd / np.sqrt(n))
 
 
+@pytest.mark.slow  # 13 s; test_cd_through_svi_learns_teacher trains a binary RBM the same way
 def test_gaussian_bernoulli_cd_through_svi():
     """CD-5 on Gaussian data: learns the mean and (with learn_sigma) the scale."""
     key = jax.random.key(0)

@@ -54,6 +54,7 @@ def diverging_pcd():
 # NaN guard
 
 
+@pytest.mark.slow  # 9 s; test_faults runs every estimator into divergence
 def test_diverging_run_warns_and_check_names_params():
     pcd = diverging_pcd()
     svi = SVI(model, pcd.guide, optax.adam(1e-2), loss=pcd)
