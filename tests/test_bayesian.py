@@ -379,11 +379,13 @@ def check_exact_logz_posterior(ising_data, j_grid_posteriors, how):
         J = numpyro.sample("J", dist.Normal(0.0, PRIOR_SD))
         numpyro.factor("log_lik", J * total_bonds - spins.shape[0] * log_Z(J))
 
-    mcmc = MCMC(NUTS(exact_model), num_warmup=150, num_samples=500, progress_bar=False)
+    mcmc = MCMC(NUTS(exact_model), num_warmup=150, num_samples=1500, progress_bar=False)
     mcmc.run(jax.random.key(2), ising_data)
     J = np.asarray(mcmc.get_samples(group_by_chain=True)["J"], np.float64)
     ess = float(effective_sample_size(J))
-    assert ess > 150
+    # Over 40 seeds the ESS of these 1500 draws had mean 566, sd 87, min 365 (with 500 draws:
+    # mean 196, sd 40, and 12% of seeds fell under the old bound of 150).
+    assert ess > 250
     assert abs(J.mean() - m_exact) < 4 * sd_exact / math.sqrt(ess)
     assert abs(J.std() / sd_exact - 1) < 4 * math.sqrt(1 / (2 * ess)) + 0.02
 

@@ -136,6 +136,7 @@ def test_enable_compilation_cache_sets_jax_config(tmp_path, monkeypatch):
     import numpyro_ebm
 
     before = jax.config.jax_compilation_cache_dir
+    before_min = jax.config.jax_persistent_cache_min_compile_time_secs
     try:
         monkeypatch.delenv("NUMPYRO_EBM_NO_CACHE", raising=False)
         assert numpyro_ebm.enable_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
@@ -145,6 +146,7 @@ def test_enable_compilation_cache_sets_jax_config(tmp_path, monkeypatch):
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before_min)
 
 
 def test_estimators_refuse_an_energy_factor_and_show_the_unnormalized_form():
