@@ -68,7 +68,9 @@ def test_discrete_generic_gibbs_matches_exact_rbm():
     check_within(res, rbm.log_partition(params))
 
 
-@pytest.mark.slow  # 22 s; test_model_protocol.test_ais_rbm_own_path_matches_enumeration checks RBM AIS against enumeration
+# 22 s; test_model_protocol.test_ais_rbm_own_path_matches_enumeration checks RBM AIS against
+# enumeration
+@pytest.mark.slow
 def test_rbm_ais_v20_h16_within_error_bars():
     """Salakhutdinov & Murray AIS on an RBM with 16 hidden units vs exact enumeration."""
     rbm = RBM(20, 16)

@@ -46,7 +46,8 @@ def hmc(step_size, dim, num_integration_steps=5):
     )
 
 
-@pytest.mark.slow  # 13 s; the 2-D banana and the log-likelihood tests check AIS against exact values
+# 13 s; the 2-D banana and the log-likelihood tests check AIS against exact values
+@pytest.mark.slow
 def test_gaussian_50d_hmc_within_error_bar_and_error_bar_sane():
     """Six independent runs (vmapped over keys): each within 4 reported stderr of the exact
     log Z; the reported stderr agrees with the run-to-run spread (ratio in [0.4, 2.5]) and is

@@ -106,7 +106,8 @@ def test_pcd_ula_recovers_ula_biased_precision_2d():
     np.testing.assert_allclose(result.params["mu"], mean, atol=0.05)
 
 
-@pytest.mark.slow  # 16 s; test_pcd_ula_recovers_ula_biased_precision_2d recovers a precision with PCD
+# 16 s; test_pcd_ula_recovers_ula_biased_precision_2d recovers a precision with PCD
+@pytest.mark.slow
 def test_pcd_mala_buffer_recovers_gaussian_2d():
     x, mean, precision = gaussian_data(2, seed=1)
     pcd = PersistentContrastiveDivergence(

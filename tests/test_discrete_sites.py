@@ -77,7 +77,8 @@ def assert_within_mc_error(draws, exact, k=4.5, floor=0.01):
 # ----------------------------------------------------------------------------- Ising + likelihood
 
 
-@pytest.mark.slow  # 21 s; the categorical Potts and graph-Ising sites are checked against enumeration
+# 21 s; the categorical Potts and graph-Ising sites are checked against enumeration
+@pytest.mark.slow
 def test_fixed_coupling_posterior_spins_vs_enumeration_and_factorized_blocks_always_accept():
     """J fixed: EBMGibbs(model=...) alone. With the Ising colouring the conditional of each colour
     class factorizes (Gaussian likelihood), so every block move is accepted; with the default
@@ -343,7 +344,8 @@ def test_discrete_site_under_a_gradient_kernel_names_the_site_and_the_fix():
                 jax.random.key(0), Y)
 
 
-@pytest.mark.slow  # 31 s (two MCMC compilations); test_sampling checks a built algorithm against the factory
+# 31 s (two MCMC compilations); test_sampling checks a built algorithm against the factory
+@pytest.mark.slow
 def test_a_built_blackjax_kernel_is_a_gibbs_block_like_the_factory():
     """EBMGibbs(BlackJAXKernel(...)) (refresh + wrap_model) runs the same chain as the factory
     form, which builds that kernel itself."""

@@ -109,7 +109,8 @@ def check_within_mc_error(samples, mean, sd, name):
     return ess
 
 
-@pytest.mark.slow  # 12 s; test_exchange_enumerate_sampler_3x3 and the Gaussian EBM check the exchange sampler
+# 12 s; test_exchange_enumerate_sampler_3x3 and the Gaussian EBM check the exchange sampler
+@pytest.mark.slow
 def test_exchange_ising_exact_aux_matches_exact_posterior_and_pl_is_miscalibrated(
     ising_data, ising_posteriors
 ):

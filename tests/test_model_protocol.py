@@ -196,7 +196,8 @@ def test_ais_dbm_paths_match_enumeration(rao_blackwellize):
 # ----------------------------------------------------------------------------- the trained RBM
 
 
-@pytest.mark.slow  # 23 s; test_rbm trains RBMs through SVI and checks the sampler against the exact marginal
+# 23 s; test_rbm trains RBMs through SVI and checks the sampler against the exact marginal
+@pytest.mark.slow
 def test_trained_rbm_samples_after_svi_run_match_exact_marginal():
     """CD-1 with the site's own sampler (kernel=None) through svi.run; then sample the trained
     RBM with rbm.sample and with sample_chains on its distribution: no tracer leaks, and the

@@ -431,7 +431,8 @@ def _run_script(num_devices):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # 21 s; test_multiprocess.test_four_devices_match_one_device compares 4 devices with 1
+# 21 s; test_multiprocess.test_four_devices_match_one_device compares 4 devices with 1
+@pytest.mark.slow
 def test_sharding_over_four_devices_matches_one_device():
     four = _run_script(4)
     assert four["devices"] == 4

@@ -125,7 +125,9 @@ def test_pt_step_with_identity_kernels_samples_the_product():
 # -- the separated mixture: MALA stays, PT moves ---------------------------------------------------
 
 
-@pytest.mark.slow  # 34 s; the swap move and the PT step are tested exactly above, and test_pcd_annealed recovers a mode weight with PT that MALA misses
+# 34 s; the swap move and the PT step are tested exactly above, and test_pcd_annealed recovers a
+# mode weight with PT that MALA misses
+@pytest.mark.slow
 def test_mala_keeps_start_ratio_pt_recovers_mixture_weights_2d():
     log_p, mu = mixture_logdensity(2)
     num_chains = 64
@@ -274,7 +276,9 @@ def test_logz_stepping_stone_and_smc_mixture_10d():
     _check_logz(smc, 0.0)
 
 
-@pytest.mark.slow  # 26 s; test_reset_stats_and_stepping_stone_on_state runs the estimator, test_logz_smc_mixture_2d checks a log Z
+# 26 s; test_reset_stats_and_stepping_stone_on_state runs the estimator, test_logz_smc_mixture_2d
+# checks a log Z
+@pytest.mark.slow
 def test_logz_stepping_stone_ising_by_enumeration():
     ising = Ising((3, 4))
     params = ising.init_params(beta=0.6)
