@@ -194,3 +194,34 @@ def test_repeated_logz_ais_calls_reuse_the_compiled_program():
     assert float(first.log_Z) != float(second.log_Z)  # a new key is a new run
     _, n_other = run(1, lambda f: kernel(f))
     assert n_other == n_first
+
+
+def test_first_call_lowers_few_programs():
+    """The once-per-target checks of ``logz_ais`` (the energy's shape, the kernel's density) run
+    as one small compiled program, not as dozens of eager operations each compiled on its own:
+    those took 3-4 s of a 6-s first call (benchmarks/latency.py, ``ais``). Lowered from empty
+    caches in this call: 60 programs before the change, 5 after (the run, the check, keys)."""
+    import jax.monitoring
+
+    lowered = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(duration)
+
+    def energy(x):  # a new function: no earlier call's checks or program apply
+        return 0.5 * jnp.sum(x**2, -1) / 0.7**2
+
+    base = dist.Normal(jnp.zeros(2), 2.0).to_event(1)
+    betas = numpyro_ebm.temperature_schedule(50, "sigmoid")
+    kernel = partial(blackjax.mala, step_size=0.1)
+    key = jax.random.key(0)
+    jax.clear_caches()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        res = numpyro_ebm.logz_ais(key, energy, base, kernel, num_chains=64, betas=betas)
+        jax.block_until_ready(res.log_Z)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert len(lowered) <= 20, len(lowered)
+    check_within(res, math.log(2 * math.pi * 0.7**2))
