@@ -27,9 +27,10 @@ else:
 
 import jax  # noqa: E402
 
+from numpyro_ebm.cache import enable_compilation_cache  # noqa: E402
+
 jax.config.update("jax_enable_x64", False)
-jax.config.update("jax_compilation_cache_dir", os.environ["NUMPYRO_EBM_TEST_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+enable_compilation_cache(os.environ["NUMPYRO_EBM_TEST_CACHE_DIR"], min_compile_time_secs=0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
