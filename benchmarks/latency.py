@@ -348,11 +348,13 @@ def interleaved(name, impls, rounds):
     runs = {impl: globals()[name](impl) for impl in impls}
     for run, _ in runs.values():
         _timed(lambda: run(0))
-    best = {impl: float("inf") for impl in impls}
+    times = {impl: [] for impl in impls}
     for r in range(rounds):
-        for impl, (run, _) in runs.items():
-            best[impl] = min(best[impl], _timed(lambda: run(1 + r)))
-    return {impl: {"second": best[impl], "num_updates": runs[impl][1]} for impl in impls}
+        order = list(runs.items()) if r % 2 == 0 else list(runs.items())[::-1]
+        for impl, (run, _) in order:
+            times[impl].append(_timed(lambda: run(1 + r)))
+    return {impl: {"second": min(times[impl]), "rounds": times[impl],
+                   "num_updates": runs[impl][1]} for impl in impls}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -437,14 +439,15 @@ def main(argv=None):
         "`per update` = run / number of updates (steps); `ours-nr`: the estimator built with "
         "`report_nonfinite=False` (no host callback, so the persistent cache can store it)",
         "",
-        "- `interleaved`: the compiled run again, every impl of a workload in one process, in turn, "
-        f"best of {args.rounds} rounds: the per-update ratio to read (separate processes minutes "
-        "apart meet different spells of a shared machine)",
+        "- `interleaved`: the compiled run again, every impl of a workload in one process, in turn "
+        f"(the order reversed every other round), best of {args.rounds} rounds; `paired`: the "
+        "median over the rounds of ours / hand within a round, the per-update ratio to read "
+        "(separate processes minutes apart meet different spells of a shared machine)",
         "",
         "| workload | impl | import s | first s (cold) | first s (cached) | run s | per update µs "
         "| first / hand (cold) | first / hand (cached) | per update / hand | interleaved per "
-        "update µs | interleaved / hand |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "update µs | interleaved / hand | paired / hand |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     hand = {name: (cold, warm) for name, impl, cold, warm in rows if impl == "hand"}
     for name, impl, cold, warm in rows:
@@ -461,8 +464,13 @@ def main(argv=None):
             hand_run = both.get("hand")
             ratio.append(f"{both[impl]['second'] / hand_run['second']:.2f}x"
                          if hand_run and impl != "hand" else "")
+            if hand_run and impl != "hand" and "rounds" in both[impl]:
+                paired = [a / b for a, b in zip(both[impl]["rounds"], hand_run["rounds"])]
+                ratio.append(f"{sorted(paired)[len(paired) // 2]:.2f}x")
+            else:
+                ratio.append("")
         else:
-            ratio += ["", ""]
+            ratio += ["", "", ""]
         lines.append(
             f"| {name} | {impl} | {cold['import']:.2f} | {cold['first']:.2f} | "
             f"{warm['first']:.2f} | {cold['second']:.3f} | {per:.0f} | " + " | ".join(ratio) + " |"

@@ -646,3 +646,99 @@ def test_kernel_none_reuses_the_compiled_program():
         assert first > 0 and len(compiles) == first, compiles
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+# ------------------------------------------------------------ per-step work and chain keys
+def _loop_dots(hlo_text):
+    """Number of ``dot`` instructions reachable from the ``while`` bodies of a compiled HLO
+    module (fused computations included): the matrix products done at every step."""
+    import re
+
+    blocks = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^(?:ENTRY )?%?([\w.\-]+) .*?\{\n(.*?)^\}", hlo_text, re.S | re.M)
+    }
+
+    def count(name, seen):
+        if name in seen or name not in blocks:
+            return 0
+        seen.add(name)
+        body = blocks[name]
+        called = re.findall(
+            r"(?:calls|to_apply|body|condition|branch_computations)=\{?%?([\w.\-]+)", body)
+        return body.count(" dot(") + sum(count(c, seen) for c in called)
+
+    bodies = set(re.findall(r"body=%?([\w.\-]+)", hlo_text))
+    assert bodies, "no while loop in the compiled program"
+    return sum(count(b, set()) for b in bodies)
+
+
+def test_ula_evaluates_the_log_density_once_after_the_loop():
+    """ULA's move reads only the gradient, so `sample_chains` evaluates the state's log density
+    once after the last step (`logdensity_output_only`): the compiled loop has one matrix
+    product fewer per step (the value's last layer, which the gradient does not need), and the
+    results are those of a ULA that evaluates it every step."""
+    from numpyro_ebm.sampling import chains, langevin
+
+    w1 = jax.random.normal(jax.random.key(0), (3, 16))
+    w2 = jax.random.normal(jax.random.key(1), (16,))
+
+    def logp(x):
+        return -(jnp.tanh(x @ w1) @ w2) / 4.0 - 0.5 * jnp.sum(x**2)
+
+    def algorithm(output_only):
+        return lambda f: chains.bind_algorithm(
+            langevin.init, langevin.build_kernel(), f, logdensity_output_only=output_only,
+            step_size=0.05, noise_scale=None)
+
+    init = jax.random.normal(jax.random.key(2), (32, 3))
+
+    def loop_dots(output_only):
+        algo = algorithm(output_only)(logp)
+        states = jax.vmap(algo.init)(init)
+        lowered = chains._run.lower(
+            jax.random.key(0), states, 0, algorithm_step=chains._StepKey(algo.step, None, None),
+            num_burn=20, num_samples=0, thin=1, sharding=None, observables=None,
+            keep_samples=True)
+        return _loop_dots(lowered.compile().as_text())
+
+    assert loop_dots(True) < loop_dots(False)
+    assert ula(logp, step_size=0.05).step.logdensity_output_only is logp
+    for num_samples in (4,):  # a burn-in loop and a kept-samples loop
+        ours = sample_chains(jax.random.key(3), logp, algorithm(True), init, 20, num_samples)
+        every_step = sample_chains(jax.random.key(3), logp, algorithm(False), init, 20,
+                                   num_samples)
+        library = sample_chains(jax.random.key(3), logp, functools.partial(ula, step_size=0.05),
+                                init, 20, num_samples)
+        np.testing.assert_allclose(ours.positions, every_step.positions, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(ours.positions, library.positions)
+        expected = jax.vmap(logp)(ours.positions)
+        for result in (ours, every_step):
+            np.testing.assert_allclose(result.logdensity, expected, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(result.state.logdensity, expected, rtol=1e-5, atol=1e-5)
+    # a run of no step keeps the initial state's log density
+    none = sample_chains(jax.random.key(3), logp, algorithm(True), init, 0)
+    np.testing.assert_allclose(none.logdensity, jax.vmap(logp)(init), rtol=1e-6)
+
+
+def test_chain_keys_depend_on_the_chain_index_only():
+    """Step t of chain c draws with fold_in(fold_in(fold_in(rng_key, 2), t), c): a chain's
+    numbers are the same whether it runs with other chains or alone, in any batch."""
+    from blackjax.mcmc.random_walk import normal_random_walk
+
+    def noise_only(logdensity_fn):  # x <- x + eps: the position is the sum of the step noises
+        return normal_random_walk(lambda x: jnp.zeros(()), 1.0)
+
+    init = jnp.zeros((6, 2))
+    whole = sample_chains(jax.random.key(5), _gauss, noise_only, init, 3)
+    root = jax.random.fold_in(jax.random.key(5), 2)
+    for c in range(6):
+        total = jnp.zeros(2)
+        for t in range(3):
+            key = jax.random.fold_in(jax.random.fold_in(root, t), c)
+            state = normal_random_walk(lambda x: jnp.zeros(()), 1.0).init(total)
+            total = normal_random_walk(lambda x: jnp.zeros(()), 1.0).step(key, state)[0].position
+        np.testing.assert_allclose(whole.positions[c], total, rtol=1e-6)
+    np.testing.assert_array_equal(
+        whole.positions[4:], sample_chains(jax.random.key(5), _gauss, noise_only, init, 3,
+                                           chain_batch_size=4).positions[4:])

@@ -119,7 +119,8 @@ def as_top_level_api(logdensity_fn: Callable, step_size, noise_scale=None) -> Sa
         check_positive("noise_scale", noise_scale)
         check_finite("noise_scale", noise_scale)
     return bind_algorithm(
-        init, build_kernel(), logdensity_fn, step_size=step_size, noise_scale=noise_scale
+        init, build_kernel(), logdensity_fn, logdensity_output_only=True, step_size=step_size,
+        noise_scale=noise_scale,
     )
 
 
