@@ -291,7 +291,6 @@ def main(argv=None):
     best = {name: min(t) for name, _, t in rows}
     repeat_times = {name: t for name, _, t in rows}
     ours_s = best["sample_chains + numpyro_ebm.ula"]
-    hand_s = best["hand-written JAX (vmap + scan) ULA"]
 
     def paired(ours_name, hand_name):
         """Median and quartiles over the repeats of hand time / ours time within one repeat:
@@ -308,7 +307,6 @@ def main(argv=None):
         lines.append(
             f"| {name} | {first:.2f} | {b:.3f} | {med:.3f} | {n * s / b:,.0f} | {b / ours_s:.2f}x |"
         )
-    ratio_hand = hand_s / ours_s
     summary = []
     for kind in ("ULA", "MALA"):
         ours_name = f"sample_chains + {'numpyro_ebm.ula' if kind == 'ULA' else 'blackjax.mala'}"
