@@ -704,18 +704,17 @@ def test_ula_evaluates_the_log_density_once_after_the_loop():
 
     assert loop_dots(True) < loop_dots(False)
     assert ula(logp, step_size=0.05).step.logdensity_output_only is logp
-    for num_samples in (4,):  # a burn-in loop and a kept-samples loop
-        ours = sample_chains(jax.random.key(3), logp, algorithm(True), init, 20, num_samples)
-        every_step = sample_chains(jax.random.key(3), logp, algorithm(False), init, 20,
-                                   num_samples)
-        library = sample_chains(jax.random.key(3), logp, functools.partial(ula, step_size=0.05),
-                                init, 20, num_samples)
-        np.testing.assert_allclose(ours.positions, every_step.positions, rtol=1e-5, atol=1e-6)
-        np.testing.assert_array_equal(ours.positions, library.positions)
-        expected = jax.vmap(logp)(ours.positions)
-        for result in (ours, every_step):
-            np.testing.assert_allclose(result.logdensity, expected, rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(result.state.logdensity, expected, rtol=1e-5, atol=1e-5)
+    # 20 steps, 4 of them kept: a burn-in loop and a kept-samples loop
+    ours = sample_chains(jax.random.key(3), logp, algorithm(True), init, 20, 4)
+    every_step = sample_chains(jax.random.key(3), logp, algorithm(False), init, 20, 4)
+    library = sample_chains(jax.random.key(3), logp, functools.partial(ula, step_size=0.05),
+                            init, 20, 4)
+    np.testing.assert_allclose(ours.positions, every_step.positions, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours.positions, library.positions)
+    expected = jax.vmap(logp)(ours.positions)
+    for result in (ours, every_step):
+        np.testing.assert_allclose(result.logdensity, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(result.state.logdensity, expected, rtol=1e-5, atol=1e-5)
     # a run of no step keeps the initial state's log density
     none = sample_chains(jax.random.key(3), logp, algorithm(True), init, 0)
     np.testing.assert_allclose(none.logdensity, jax.vmap(logp)(init), rtol=1e-6)
@@ -729,6 +728,7 @@ def test_chain_keys_depend_on_the_chain_index_only():
     def noise_only(logdensity_fn):  # x <- x + eps: the position is the sum of the step noises
         return normal_random_walk(lambda x: jnp.zeros(()), 1.0)
 
+    walk = noise_only(None)
     init = jnp.zeros((6, 2))
     whole = sample_chains(jax.random.key(5), _gauss, noise_only, init, 3)
     root = jax.random.fold_in(jax.random.key(5), 2)
@@ -736,8 +736,7 @@ def test_chain_keys_depend_on_the_chain_index_only():
         total = jnp.zeros(2)
         for t in range(3):
             key = jax.random.fold_in(jax.random.fold_in(root, t), c)
-            state = normal_random_walk(lambda x: jnp.zeros(()), 1.0).init(total)
-            total = normal_random_walk(lambda x: jnp.zeros(()), 1.0).step(key, state)[0].position
+            total = walk.step(key, walk.init(total))[0].position
         np.testing.assert_allclose(whole.positions[c], total, rtol=1e-6)
     np.testing.assert_array_equal(
         whole.positions[4:], sample_chains(jax.random.key(5), _gauss, noise_only, init, 3,
