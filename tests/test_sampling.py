@@ -649,15 +649,22 @@ def test_kernel_none_reuses_the_compiled_program():
 
 
 # ------------------------------------------------------------ per-step work and chain keys
+def _hlo_computations(hlo_text):
+    """The computations of a compiled HLO module's text, name -> body."""
+    import re
+
+    return {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^(?:ENTRY )?%?([\w.\-]+) [^\n]*\{\n(.*?)^\}", hlo_text, re.S | re.M)
+    }
+
+
 def _loop_dots(hlo_text):
     """Number of ``dot`` instructions reachable from the ``while`` bodies of a compiled HLO
     module (fused computations included): the matrix products done at every step."""
     import re
 
-    blocks = {
-        m.group(1): m.group(2)
-        for m in re.finditer(r"^(?:ENTRY )?%?([\w.\-]+) .*?\{\n(.*?)^\}", hlo_text, re.S | re.M)
-    }
+    blocks = _hlo_computations(hlo_text)
 
     def count(name, seen):
         if name in seen or name not in blocks:
@@ -741,3 +748,87 @@ def test_chain_keys_depend_on_the_chain_index_only():
     np.testing.assert_array_equal(
         whole.positions[4:], sample_chains(jax.random.key(5), _gauss, noise_only, init, 3,
                                            chain_batch_size=4).positions[4:])
+
+
+def _runtime_dots(hlo_text):
+    """Matrix products a compiled HLO module executes: the ``dot`` instructions reachable from
+    its entry, those of a ``while`` body counted once per iteration (its known trip count)."""
+    import re
+
+    blocks = _hlo_computations(hlo_text)
+    entry = re.search(r"^ENTRY %?([\w.\-]+)", hlo_text, re.M).group(1)
+
+    def count(name):
+        body = blocks[name]
+        total = body.count(" dot(")
+        for line in body.splitlines():
+            loop = re.search(r" while\(.*?body=%?([\w.\-]+)", line)
+            if loop:
+                trips = re.search(r'known_trip_count":\{"n":"(\d+)"', line)
+                assert trips, "a while loop of unknown trip count"
+                total += int(trips.group(1)) * count(loop.group(1))
+                continue
+            for called in re.findall(r"(?:calls|to_apply|branch_computations)=\{?%?([\w.\-]+)",
+                                     line):
+                total += count(called)
+        return total
+
+    return count(entry)
+
+
+def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_step():
+    """Under a trace (a training loss) `sample_chains` runs its last step out of the loop: when
+    the caller keeps the positions only, that step's gradient is dead and XLA drops it. A ULA
+    run of n steps then takes n gradients (the initial state's, and one per step but the last),
+    as a hand-written loop does, not n + 1; the numbers are those of an untraced run."""
+    w1 = jax.random.normal(jax.random.key(0), (3, 16))
+    w2 = jax.random.normal(jax.random.key(1), (16,))
+
+    def logp(x):
+        return -(jnp.tanh(x @ w1) @ w2) / 4.0 - 0.5 * jnp.sum(x**2)
+
+    kernel = functools.partial(ula, step_size=0.05)
+    init = jax.random.normal(jax.random.key(2), (32, 3))
+    positions_only = jax.jit(lambda k, x: sample_chains(k, logp, kernel, x, 6).positions)
+    hlo = positions_only.lower(jax.random.key(3), init).compile().as_text()
+    per_gradient = _runtime_dots(
+        jax.jit(jax.vmap(jax.grad(logp))).lower(init).compile().as_text())
+    assert per_gradient > 0
+    assert _runtime_dots(hlo) == 6 * per_gradient
+    np.testing.assert_allclose(
+        positions_only(jax.random.key(3), init),
+        sample_chains(jax.random.key(3), logp, kernel, init, 6).positions, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_steps, num_samples, thin", [(10, 0, 1), (10, 3, 2), (7, 7, 1)])
+def test_step_keys_hashed_in_blocks_give_the_same_numbers(monkeypatch, num_steps, num_samples,
+                                                          thin):
+    """The chains' keys of up to `_KEY_BLOCK // num_chains` steps are hashed in one call ahead
+    of their loop; blocks of any size (here 3 steps of 4 chains: a loop of blocks and a last,
+    shorter one) give the numbers of one key per step."""
+    from blackjax.mcmc.random_walk import normal_random_walk
+
+    from numpyro_ebm.sampling import chains
+
+    init = jnp.zeros((4, 2))
+
+    def run():  # a fresh kernel object: a new trace under the patched block size
+        return sample_chains(jax.random.key(7), _gauss,
+                             lambda f: normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.5),
+                             init, num_steps, num_samples, thin)
+
+    whole = run()
+    monkeypatch.setattr(chains, "_KEY_BLOCK", 3 * 4)
+    blocks = run()
+    np.testing.assert_array_equal(blocks.positions, whole.positions)
+    if num_samples:
+        np.testing.assert_array_equal(blocks.samples, whole.samples)
+    np.testing.assert_array_equal(blocks.acceptance_rate, whole.acceptance_rate)
+    # the walk's numbers are those of the documented key: step t of chain c uses
+    # fold_in(fold_in(fold_in(key, 2), t), c)
+    root = jax.random.fold_in(jax.random.key(7), 2)
+    walk = normal_random_walk(lambda x: -0.5 * jnp.sum(x**2), 0.5)
+    state = walk.init(init[1])
+    for t in range(num_steps):
+        state = walk.step(jax.random.fold_in(jax.random.fold_in(root, t), 1), state)[0]
+    np.testing.assert_allclose(whole.positions[1], state.position, rtol=1e-6)

@@ -319,6 +319,10 @@ def _chain_sharding(num_chains, tree=None):
     return NamedSharding(mesh, PartitionSpec("chains"))
 
 
+# at most this many chain keys (8 bytes each) are hashed ahead of a block of steps
+_KEY_BLOCK = 1 << 20
+
+
 def _chain_index(chain_offset, num_chains):
     """The run's global indices ``chain_offset + [0, num_chains)`` of a batch of chains."""
     return jnp.asarray(chain_offset, jnp.uint32) + jnp.arange(num_chains, dtype=jnp.uint32)
@@ -345,12 +349,12 @@ def _init(rng_key, init_positions, chain_offset, *, algorithm_init):
     jax.jit,
     static_argnames=(
         "algorithm_step", "num_burn", "num_samples", "thin", "sharding", "observables",
-        "keep_samples",
+        "keep_samples", "peel_last",
     ),
 )
 def _run(
     rng_key, states, chain_offset, *, algorithm_step, num_burn, num_samples, thin, sharding,
-    observables, keep_samples,
+    observables, keep_samples, peel_last=False,
 ):
     def constrain(tree):
         if sharding is None:
@@ -360,33 +364,54 @@ def _run(
     # Step t of chain c uses the key fold_in(fold_in(step_root, t), c): one scalar hash per
     # step, then the chains' keys from their global indices (_chain_keys), with no key in the
     # carry; a chunked run's batch hashes its own slice of indices. A scalar key over an index
-    # vector hashes faster than one key per chain (fold_in(chain_keys[c], t)).
+    # vector hashes faster than one key per chain (fold_in(chain_keys[c], t)). The keys of a
+    # block of up to _KEY_BLOCK // num_chains steps are hashed in one call before the block's
+    # loop: on CPU every threefry call is a loop of its own, whose per-call cost is a large part
+    # of a small step (128 chains of a small MLP).
     num_chains = jax.tree.leaves(states)[0].shape[0]
     step_root = jax.random.fold_in(rng_key, 2)  # 1 is _init's
     chain_index = constrain(_chain_index(chain_offset, num_chains))
 
-    def keys_at(t):
-        return _chain_keys(jax.random.fold_in(step_root, t), chain_index)
+    def keys_of(t, n):  # the keys of steps t .. t + n - 1: shape (n, num_chains)
+        steps = jnp.asarray(t, jnp.uint32) + jnp.arange(n, dtype=jnp.uint32)
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_root, steps)
+        return jax.vmap(_chain_keys, in_axes=(0, None))(step_keys, chain_index)
 
-    def one_step(carry, _):
+    def one_step(carry, keys):
         states, acc_sum, t = carry
-        states, info = jax.vmap(algorithm_step.step)(keys_at(t), states)
+        states, info = jax.vmap(algorithm_step.step)(keys, states)
         rate = getattr(info, "acceptance_rate", None)
         if rate is None:
             rate = jnp.full(acc_sum.shape, jnp.nan, acc_sum.dtype)
         acc_sum = acc_sum + jnp.reshape(rate, acc_sum.shape).astype(acc_sum.dtype)
         return (constrain(states), acc_sum, t + 1), None
 
-    def run_steps(carry, n):
+    def steps_with(carry, keys):  # as many steps as keys
+        if keys.shape[0] == 1:  # e.g. CD-1: no loop, a smaller program that compiles faster
+            return one_step(carry, keys[0])[0]
+        return jax.lax.scan(one_step, carry, keys)[0]
+
+    def run_steps(carry, n, peel_last=False):
         if n == 0:
             return carry
-        if n == 1:  # e.g. CD-1: no loop, a smaller program that compiles faster
-            return one_step(carry, None)[0]
-        carry, _ = jax.lax.scan(one_step, carry, None, length=n)
-        return carry
+        block = max(1, min(n, _KEY_BLOCK // num_chains))
+        head = (n - 1) // block  # whole blocks in a loop, then the last 1..block steps
+        if head == 1:
+            carry = steps_with(carry, keys_of(carry[2], block))
+        elif head > 1:
+            carry = jax.lax.scan(
+                lambda c, _: (steps_with(c, keys_of(c[2], block)), None), carry, None, length=head
+            )[0]
+        keys = keys_of(carry[2], n - head * block)
+        if peel_last and keys.shape[0] > 1:
+            # the last step out of the loop: when the caller keeps only the positions (a
+            # training loss under jit), its state's gradient and log density are dead, and XLA
+            # drops them
+            return one_step(steps_with(carry, keys[:-1]), keys[-1])[0]
+        return steps_with(carry, keys)
 
     carry = (states, jnp.zeros((num_chains,), jnp.float32), jnp.zeros((), jnp.uint32))
-    carry = run_steps(carry, num_burn)
+    carry = run_steps(carry, num_burn, peel_last=peel_last and num_samples == 0)
     samples = moments = None
     if observables is not None:
         shapes = jax.eval_shape(jax.vmap(observables.step), states.position)
@@ -640,6 +665,7 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
         sharding=sharding,
         observables=observables,
         keep_samples=keep_samples,
+        peel_last=not is_concrete(states),
     )
 
 
