@@ -316,6 +316,14 @@ def test_pcd_reinitializes_nonfinite_and_a_fraction_of_chains():
     assert restarted[:10].all()
     # binomial(990, 0.2): mean 198, sd 12.6
     assert abs(restarted[10:].sum() - 198) < 4 * 12.6
+    # reinit_prob=0: the fresh starts are drawn (in a `lax.cond`) for the non-finite chains only
+    pcd = _pcd(num_steps=1, num_chains=1000, reinit_prob=0.0)
+    svi = SVI(gaussian_model(2, 64), pcd.guide, optax.adam(1e-2), loss=pcd)
+    state = svi.init(jax.random.key(0), x)._replace(
+        mutable_state={PCD_STATE: {"*": {"positions": chains}}})
+    new = np.asarray(jax.jit(svi.update)(state, x)[0].mutable_state[PCD_STATE]["*"]["positions"])
+    restarted = np.all(np.abs(new) < 10.0, axis=1)
+    assert np.all(np.isfinite(new)) and restarted[:10].all() and not restarted[10:].any()
 
 
 def test_pcd_make_guide_without_init_dist():

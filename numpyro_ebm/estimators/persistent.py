@@ -411,28 +411,35 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
                 reinit_key, self.reinit_prob, (self.num_chains,)
             )
         init_dist = self._site_init_dist(site.name)
-        if init_dist is None:  # the data-matched Gaussian of make_guide
-            if "loc" not in state:
-                raise ValueError(
-                    f"PersistentContrastiveDivergence: no `init_dist` for the site {site.name!r} "
-                    "and its chains were not built by `pcd.make_guide(model)`."
-                )
-            noise = jax.random.normal(fresh_key, start.shape, start.dtype)
-            fresh = state["loc"] + state["scale"] * noise
-        else:
-            fresh = init_dist.sample(fresh_key, (self.num_chains,))
+        if init_dist is None and "loc" not in state:  # the data-matched Gaussian of make_guide
+            raise ValueError(
+                f"PersistentContrastiveDivergence: no `init_dist` for the site {site.name!r} "
+                "and its chains were not built by `pcd.make_guide(model)`."
+            )
+
+        chain_shape, chain_dtype = start.shape, start.dtype
+
+        def draw_fresh():  # fresh starts, drawn only when a chain restarts or diverges
+            if init_dist is None:
+                noise = jax.random.normal(fresh_key, chain_shape, chain_dtype)
+                return state["loc"] + state["scale"] * noise
+            return init_dist.sample(fresh_key, (self.num_chains,))
+
+        fresh_shape = jax.eval_shape(draw_fresh).shape
         what = "`init_dist`" + ("" if init_dist is None else self._init_dist_label(site.name))
         event_shape = tuple(site.dist.event_shape)
-        if tuple(start.shape[1:]) != event_shape or tuple(fresh.shape[1:]) != event_shape:
+        if tuple(start.shape[1:]) != event_shape or tuple(fresh_shape[1:]) != event_shape:
             raise ValueError(
-                f"PersistentContrastiveDivergence: {what} draws shape {tuple(fresh.shape[1:])} "
+                f"PersistentContrastiveDivergence: {what} draws shape {tuple(fresh_shape[1:])} "
                 f"(the chains hold {tuple(start.shape[1:])}), but the EBM site {site.name!r} has "
                 f"event shape {event_shape}; use e.g. `dist.Uniform(-4, 4).expand("
                 f"{list(event_shape)}).to_event({len(event_shape)})`."
             )
         mask = jnp.reshape(restart, (-1,) + (1,) * len(event_axes))
-        fresh = fresh.astype(start.dtype)
-        start = jnp.where(mask, fresh, start)
+        start = jax.lax.cond(
+            jnp.any(restart),
+            lambda s: jnp.where(mask, draw_fresh().astype(s.dtype), s), lambda s: s, start,
+        )
         target = self.chain_target(site)
         if self.anneal_steps:
             frozen = site.frozen
@@ -476,7 +483,12 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         finite = jnp.all(jnp.isfinite(negatives), axis=event_axes)
         if init_state is not None:
             finite = finite & _finite_rows(getattr(new_state, "replicas", new_state.position))
-        kept = jnp.where(jnp.reshape(finite, mask.shape), negatives, fresh.astype(negatives.dtype))
+        kept = jax.lax.cond(
+            jnp.all(finite),
+            lambda x: x,
+            lambda x: jnp.where(jnp.reshape(finite, mask.shape), x, draw_fresh().astype(x.dtype)),
+            negatives,
+        )
         new_positions = kept if idx is None else positions.at[idx].set(kept)
         out = {**state, "positions": new_positions}
         if init_state is not None:
