@@ -776,7 +776,9 @@ def _runtime_dots(hlo_text):
     return count(entry)
 
 
-def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_step():
+@pytest.mark.parametrize("key_blocks", [True, False])
+def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_step(
+        monkeypatch, key_blocks):
     """Under a trace (a training loss) `sample_chains` runs its last step out of the loop: when
     the caller keeps the positions only, that step's gradient is dead and XLA drops it. A ULA
     run of n steps then takes n gradients (the initial state's, and one per step but the last),
@@ -787,6 +789,10 @@ def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_st
     def logp(x):
         return -(jnp.tanh(x @ w1) @ w2) / 4.0 - 0.5 * jnp.sum(x**2)
 
+    from numpyro_ebm.sampling import chains
+
+    if not key_blocks:  # each step hashes its own keys in the loop
+        monkeypatch.setattr(chains, "_KEY_BLOCK_CHAINS", 0)
     kernel = functools.partial(ula, step_size=0.05)
     init = jax.random.normal(jax.random.key(2), (32, 3))
     positions_only = jax.jit(lambda k, x: sample_chains(k, logp, kernel, x, 6).positions)
@@ -803,8 +809,8 @@ def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_st
 @pytest.mark.parametrize("num_steps, num_samples, thin", [(10, 0, 1), (10, 3, 2), (7, 7, 1)])
 def test_step_keys_hashed_in_blocks_give_the_same_numbers(monkeypatch, num_steps, num_samples,
                                                           thin):
-    """The chains' keys of up to `_KEY_BLOCK // num_chains` steps are hashed in one call ahead
-    of their loop; blocks of any size (here 3 steps of 4 chains: a loop of blocks and a last,
+    """For a few chains, the keys of up to `_KEY_BLOCK // num_chains` steps are hashed in one
+    call ahead of their loop; blocks of any size (here 3 steps of 4 chains: a loop of blocks and a last,
     shorter one) give the numbers of one key per step."""
     from blackjax.mcmc.random_walk import normal_random_walk
 
