@@ -680,6 +680,18 @@ def _loop_dots(hlo_text):
     return sum(count(b, set()) for b in bodies)
 
 
+def _tanh_logdensity():
+    """A small network's log density on R^3 (one tanh layer of 16 over a Gaussian): its
+    gradient costs matrix products that the compiled program's text shows."""
+    w1 = jax.random.normal(jax.random.key(0), (3, 16))
+    w2 = jax.random.normal(jax.random.key(1), (16,))
+
+    def logp(x):
+        return -(jnp.tanh(x @ w1) @ w2) / 4.0 - 0.5 * jnp.sum(x**2)
+
+    return logp
+
+
 def test_ula_evaluates_the_log_density_once_after_the_loop():
     """ULA's move reads only the gradient, so `sample_chains` evaluates the state's log density
     once after the last step (`logdensity_output_only`): the compiled loop has one matrix
@@ -687,12 +699,7 @@ def test_ula_evaluates_the_log_density_once_after_the_loop():
     results are those of a ULA that evaluates it every step."""
     from numpyro_ebm.sampling import chains, langevin
 
-    w1 = jax.random.normal(jax.random.key(0), (3, 16))
-    w2 = jax.random.normal(jax.random.key(1), (16,))
-
-    def logp(x):
-        return -(jnp.tanh(x @ w1) @ w2) / 4.0 - 0.5 * jnp.sum(x**2)
-
+    logp = _tanh_logdensity()
     def algorithm(output_only):
         return lambda f: chains.bind_algorithm(
             langevin.init, langevin.build_kernel(), f, logdensity_output_only=output_only,
@@ -783,12 +790,7 @@ def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_st
     the caller keeps the positions only, that step's gradient is dead and XLA drops it. A ULA
     run of n steps then takes n gradients (the initial state's, and one per step but the last),
     as a hand-written loop does, not n + 1; the numbers are those of an untraced run."""
-    w1 = jax.random.normal(jax.random.key(0), (3, 16))
-    w2 = jax.random.normal(jax.random.key(1), (16,))
-
-    def logp(x):
-        return -(jnp.tanh(x @ w1) @ w2) / 4.0 - 0.5 * jnp.sum(x**2)
-
+    logp = _tanh_logdensity()
     from numpyro_ebm.sampling import chains
 
     if not key_blocks:  # each step hashes its own keys in the loop
@@ -810,8 +812,8 @@ def test_a_traced_run_whose_final_state_is_dropped_evaluates_one_gradient_per_st
 def test_step_keys_hashed_in_blocks_give_the_same_numbers(monkeypatch, num_steps, num_samples,
                                                           thin):
     """For a few chains, the keys of up to `_KEY_BLOCK // num_chains` steps are hashed in one
-    call ahead of their loop; blocks of any size (here 3 steps of 4 chains: a loop of blocks and a last,
-    shorter one) give the numbers of one key per step."""
+    call ahead of their loop; blocks of any size (here 3 steps of 4 chains: a loop of blocks
+    and a last, shorter one) give the numbers of one key per step."""
     from blackjax.mcmc.random_walk import normal_random_walk
 
     from numpyro_ebm.sampling import chains
