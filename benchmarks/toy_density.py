@@ -42,13 +42,14 @@ import jax.numpy as jnp
 import numpy as np
 
 ESTIMATORS = (
-    "CD", "CD-D", "PCD", "PCD-D", "PCD-PT", "SM", "SM-D", "SSM", "SSM-D", "DSM", "DSM-D", "NCE",
-    "NCE-D", "FCE", "FCE-D", "ADV-flow", "ADV-flow-D", "ADV-VERA", "ADV-VERA-D",
+    "CD", "CD-D", "PCD", "PCD-D", "PCD-PT", "SM", "SM-D", "SSM", "SSM-D", "DSM", "DSM-D", "NCSM-D",
+    "NCE", "NCE-D", "FCE", "FCE-D", "ADV-flow", "ADV-flow-D", "ADV-VERA", "ADV-VERA-D",
 )  # fmt: skip
 # row labels of the table (default: the estimator's key; a "-D" row: its base row's label and
 # ", default net")
 LABELS = {
     "PCD-PT": "PCD + PT(MALA) negatives, default net",
+    "NCSM": "noise-conditional DSM (annealed)",
     "ADV-flow": "adversarial (flow)",
     "ADV-VERA": "adversarial (VERA, MLP generator)",
 }
@@ -91,6 +92,10 @@ PCD_PT = {
     "num_steps": 4, "num_chains": 64, "buffer_size": 4096, "reinit_prob": 0.02, "alpha": 0.1,
 }  # fmt: skip
 
+# noise-conditional DSM (issue 11, annealed training; Song and Ermon 2019): E(x, sigma) on a
+# geometric ladder from sigma_max down to the DSM row's sigma; the cell scores E(x, sigma_min)
+NCSM = {"num_updates": 15000, "lr": 1e-3, "sigma_max": 1.0, "num_sigmas": 8}
+
 # adversarial training (issue 13): settings chosen by short tuning runs (see the report)
 ADV_FLOW = {
     "num_updates": 16000, "ebm_lr": 1e-3, "flow_lr": 3e-3, "num_negatives": 256,
@@ -109,20 +114,28 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # the model: one MLP energy for every estimator
 
 
-def mlp(default_net=False):
+def mlp(default_net=False, noise_conditional=False):
     from numpyro_ebm.nets import MLPEnergy, default_energy
 
-    return default_energy() if default_net else MLPEnergy(hidden=(128, 128))
+    if default_net:
+        return default_energy(noise_conditional=noise_conditional)
+    return MLPEnergy(hidden=(128, 128), noise_conditional=noise_conditional)
 
 
-def make_model(with_log_Z: bool, default_net: bool = False):
+def make_model(with_log_Z: bool, default_net: bool = False, sigmas=None):
+    """The model of every row; ``sigmas``: a noise-conditional energy on that ladder (NCSM)."""
     import numpyro
     from numpyro.contrib.module import flax_module
 
     from numpyro_ebm.distribution import Unnormalized
+    from numpyro_ebm.sampling.annealed_langevin import NoiseConditionalEnergy
 
     def model(data):
-        energy = flax_module("energy", mlp(default_net), input_shape=(1, 2))
+        energy = flax_module(
+            "energy", mlp(default_net, sigmas is not None), input_shape=(1, 2)
+        )
+        if sigmas is not None:  # the site's energy(x) is E(x, sigma_min)
+            energy = NoiseConditionalEnergy(energy, sigmas)
         log_Z = numpyro.param("log_Z", 0.0) if with_log_Z else None
         with numpyro.plate("data", data.shape[0], subsample_size=BATCH):
             batch = numpyro.subsample(data, event_dim=1)
@@ -203,6 +216,14 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
         sigma = DSM_SIGMA[dataset]
         loss = DenoisingScoreMatching(sigma)
         return make_model(False, default_net), no_guide, adam(1e-3, n), loss, n, {"sigma": sigma}
+    if name == "NCSM":
+        from numpyro_ebm.sampling.annealed_langevin import geometric_sigmas
+
+        c = NCSM
+        n = steps or c["num_updates"]
+        sigmas = geometric_sigmas(c["sigma_max"], DSM_SIGMA[dataset], c["num_sigmas"])
+        model = make_model(False, default_net, sigmas)
+        return model, no_guide, adam(c["lr"], n), DenoisingScoreMatching(), n, {"sigma": sigmas[-1]}
     if name == "NCE":
         n = steps or 5000
         noise = dist.MultivariateNormal(mean, 1.5**2 * cov)
