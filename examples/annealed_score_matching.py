@@ -22,8 +22,8 @@ masses of 0.19 / 0.38 / 0.43 (+3.3 nats); the ladder's smallest level is much be
 nats) but its masses, 0.84 / 0.13 / 0.02, are not the data's: nothing ties a network's energy
 offsets between modes at that level to the levels above, where the weights are in the score.
 Annealed Langevin uses those levels and comes closer (about 0.65 / 0.31 / 0.04 among the samples
-near a mode), but about 45% of its chains end between the modes, where the learned levels are
-flat. For normalized likelihoods of multimodal data use NCE, FCE or PCD with parallel-tempering
+near a mode), but about 45% of its chains end between the modes, where the learned score at
+the small levels points the right way but is 3-20x too weak (few noised examples reach there). For normalized likelihoods of multimodal data use NCE, FCE or PCD with parallel-tempering
 negatives.
 
 Saves one figure: the truth, both learned densities, and the two samplers' clouds.
