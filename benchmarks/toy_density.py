@@ -72,10 +72,11 @@ DATASETS = (
 )  # fmt: skip
 BOX = 6.0  # quadrature box [-BOX, BOX]^2
 NUM_POINTS = 600  # quadrature grid points per axis (spacing 0.02)
-# datasets whose modes are narrower than the grid spacing: their own box and grid
-# (the whole [-6, 6]^2 box: a learned density can put a spurious peak outside [-3, 3]^2, which
-# a smaller box leaves out of log Z, understating the gap: NCSM-D had one at (-4.3, -4.3))
-QUADRATURE = {"twenty_five_gaussians": (6.0, 2400)}  # spacing 0.005 vs mode std 0.0177
+# datasets whose modes are narrower than the grid spacing: (grid points per axis on the same
+# box, half-width of the data's own box). The box stays [-6, 6]^2: a learned density can put a
+# spurious peak outside the data's box, which a smaller box would leave out of log Z, understating
+# the gap (NCSM-D had one at (-4.3, -4.3)); the mass outside the data's box is recorded.
+FINE_GRID = {"twenty_five_gaussians": (2400, 3.0)}  # spacing 0.005 vs mode std 0.0177
 PLOT_BOX = 4.5
 PLOT_POINTS = 200
 BATCH = 256
@@ -344,14 +345,16 @@ def run_cell(name, dataset, args):
     E = jax.jit(energy_fn(model, "x", model_args=(data,)))  # includes log_Z when learned
     log_p_true = truth.log_prob(test)
     energy_test = E(params, test)
-    box, points = QUADRATURE.get(dataset, (BOX, NUM_POINTS))
+    points, data_box = FINE_GRID.get(dataset, (NUM_POINTS, None))
     # a diverged run (training stops at its first non-finite chunk) has no log Z to compute
     trained = bool(np.all(np.isfinite(losses)))
     log_Z, outside = float("nan"), None
     if trained:
-        log_Z = float(logz_quadrature(lambda x: E(params, x), -box, box, points, dim=2))
-        if dataset in QUADRATURE:  # the mass outside the data's box [-3, 3]^2, for the record
-            inner = float(logz_quadrature(lambda x: E(params, x), -3.0, 3.0, points // 2, dim=2))
+        log_Z = float(logz_quadrature(lambda x: E(params, x), -BOX, BOX, points, dim=2))
+        if data_box is not None:  # the mass outside the data's box, at the same spacing
+            inner_points = round(points * data_box / BOX)
+            inner = float(logz_quadrature(lambda x: E(params, x), -data_box, data_box,
+                                          inner_points, dim=2))
             outside = -math.expm1(inner - log_Z)
     per_point = log_p_true + energy_test + log_Z
     row = {
@@ -495,7 +498,8 @@ def report(cache_dir, args):
         "Adam with cosine decay. Cell: gap in nats = mean over test draws of "
         "log p_true − log p_EBM (KL from the truth; test NLL − true entropy, paired), "
         "log Z by `logz_quadrature` on [−6, 6]² (600² points; twenty_five_gaussians, whose modes "
-        "have std 0.018: the same box with 2400² points; cells run before 2026-12-03 16:37 UTC: [−3, 3]², 1200² points); in parentheses (wall s / CPU s) of "
+        "have std 0.018: the same box with 2400² points; cells run before 2026-12-03 16:37 "
+        "UTC: [−3, 3]², 1200² points); in parentheses (wall s / CPU s) of "
         "compile + training, with a budget of "
         f"{args.seconds:g} s ({args.clock} clock): training stops before a chunk of 250 updates "
         "that would end past it. "

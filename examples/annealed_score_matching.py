@@ -84,17 +84,23 @@ def train(model, loss, data, num_updates, rng_key):
     return traced["x"]["fn"]
 
 
-def mode_of(x):
-    """Index of the nearest mode center, ``(n,)``."""
-    return np.argmin(((np.asarray(x)[:, None, :] - LOCS) ** 2).sum(-1), axis=1)
+def plot_grid(n):
+    """``(n * n, 2)`` points of the plot box, rows of ``y``, for ``imshow(origin="lower")``."""
+    g = np.linspace(-BOX, BOX, n)
+    return np.stack(np.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+
+
+def mode_distances(x):
+    """``(n, K)`` distances of the points to the mode centers."""
+    return np.sqrt(((np.asarray(x)[:, None, :] - LOCS) ** 2).sum(-1))
 
 
 def split_by_mode(x, radius=1.0):
     """(fractions per mode of the samples within ``radius`` of a mode center, the fraction of
     samples that are within it)."""
-    x = np.asarray(x)
-    near = np.sqrt(((x[:, None, :] - LOCS) ** 2).sum(-1)).min(1) < radius
-    counts = np.bincount(mode_of(x[near]), minlength=len(LOCS))
+    d = mode_distances(x)
+    near = d.min(1) < radius
+    counts = np.bincount(d[near].argmin(1), minlength=len(LOCS))
     return counts / max(near.sum(), 1), near.mean()
 
 
@@ -108,10 +114,9 @@ def evaluate(site, truth, test, label, n=400):
     if caught:  # the learned density has mass out at the box's edge (where there is no data)
         print(f"note ({label}): {caught[0].message}".split(" Enlarge")[0])
     gap = float(jnp.mean(truth.log_prob(test) + energy(test) + log_z))
-    g = np.linspace(-BOX, BOX, n)
-    grid = np.stack(np.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    grid = plot_grid(n)
     density = np.exp(-np.asarray(energy(jnp.asarray(grid))) - log_z)
-    mass = np.bincount(mode_of(grid), weights=density, minlength=len(LOCS))
+    mass = np.bincount(mode_distances(grid).argmin(1), weights=density, minlength=len(LOCS))
     return gap, mass / mass.sum(), density.reshape(n, n)
 
 
@@ -162,9 +167,7 @@ def main(argv=None):
     fig, axes = plt.subplots(1, 5, figsize=(20, 4))
     extent = (-BOX, BOX, -BOX, BOX)
     n = dens_one.shape[0]
-    g = np.linspace(-BOX, BOX, n)
-    grid = np.stack(np.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
-    dens_true = np.exp(np.asarray(truth.log_prob(jnp.asarray(grid)))).reshape(n, n)
+    dens_true = np.exp(np.asarray(truth.log_prob(jnp.asarray(plot_grid(n))))).reshape(n, n)
     panels = [
         (dens_true, f"truth, weights {fmt(WEIGHTS)}"),
         (dens_one, f"DSM, one level: {fmt(mass_one)}\n{gap_one:+.2f} nats"),
