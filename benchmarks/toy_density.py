@@ -89,11 +89,20 @@ DSM_SIGMA = {
 # path from a broad Gaussian base. From the quickstart's PCD settings, two changed on 2026-12-03
 # (checkerboard cell, one run each): lr 1e-3 -> 2e-3 took it from +0.101 to +0.093, 5 -> 4 MALA
 # steps per update from 110 s to 92 s, both +0.090 in 103 s; every other density also improved
-# or held (see the results' reading)
+# or held (see the results' reading). Later on 2026-12-03: MALA's step per temperature,
+# geometric from 0.5 at beta = 0 to 0.04 at beta = 1 (was 0.04 at every temperature, where the
+# hot replicas, close to the N(0, 4^2) base, moved 0.28 a step) took twenty_five_gaussians from
+# +0.233 to +0.141 and held checkerboard (+0.093) and rings (+0.059); from 2.0 instead:
+# twenty_five_gaussians +0.126, but checkerboard +0.111 and rings +0.097
 PCD_PT = {
-    "num_updates": 2500, "lr": 2e-3, "step_size": 0.04, "num_temperatures": 6, "base_scale": 4.0,
+    "num_updates": 2500, "lr": 2e-3, "step_size": 0.04, "hot_step_size": 0.5,
+    "num_temperatures": 6, "base_scale": 4.0,
     "num_steps": 4, "num_chains": 64, "buffer_size": 4096, "reinit_prob": 0.02, "alpha": 0.1,
 }  # fmt: skip
+# CD-k from the data (Hinton 2002): ULA chains started at the minibatch
+CD = {"num_updates": 3000, "num_steps": 20, "step_size": 3e-3, "alpha": 0.1}
+# per-dataset changes to PCD_PT (probes)
+PCD_PT_DATASET: dict = {}
 
 # noise-conditional DSM (issue 11, annealed training; Song and Ermon 2019): E(x, sigma) on a
 # geometric ladder from sigma_max down to the DSM row's sigma; the cell scores E(x, sigma_min)
@@ -181,8 +190,11 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     box = dist.Uniform(-BOX + 1.5, BOX - 1.5).expand([2]).to_event(1)
     kernel = partial(ula, step_size=3e-3)
     if name == "CD":
-        n = steps or 3000
-        loss = ContrastiveDivergence(kernel, num_steps=20, alpha=0.1)
+        c = CD
+        n = steps or c["num_updates"]
+        loss = ContrastiveDivergence(
+            partial(ula, step_size=c["step_size"]), num_steps=c["num_steps"], alpha=c["alpha"]
+        )
         return make_model(False, default_net), no_guide, adam(1e-3, n), loss, n, {}
     if name == "PCD":
         n = steps or 3000
@@ -198,10 +210,19 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
 
         c = PCD_PT
         n = steps or c["num_updates"]
-        mala = partial(blackjax.mala, step_size=c["step_size"])
+        c = {**c, **PCD_PT_DATASET.get(dataset, {})}
+        extra = {}
+        if c.get("hot_step_size") is not None:  # per-temperature steps, geometric in beta's slot
+            K = c["num_temperatures"]
+            extra["kernel_kwargs"] = {
+                "step_size": jnp.geomspace(c["hot_step_size"], c["step_size"], K + 1)
+            }
+            mala = blackjax.mala
+        else:
+            mala = partial(blackjax.mala, step_size=c["step_size"])
         pt = partial(
             parallel_tempering, kernel=mala, num_temperatures=c["num_temperatures"],
-            base_scale=c["base_scale"],
+            base_scale=c["base_scale"], schedule=c.get("schedule", "linear"), **extra,
         )  # fmt: skip
         loss = PersistentContrastiveDivergence(
             pt, c["num_steps"], num_chains=c["num_chains"], buffer_size=c["buffer_size"],
