@@ -101,6 +101,11 @@ PCD_PT = {
 }  # fmt: skip
 # CD-k from the data (Hinton 2002): ULA chains started at the minibatch
 CD = {"num_updates": 3000, "num_steps": 20, "step_size": 3e-3, "alpha": 0.1}
+# PCD (Tieleman 2008) with ULA chains, a replay buffer and restarts from a uniform box
+PCD = {
+    "num_updates": 3000, "num_steps": 20, "step_size": 3e-3, "num_chains": 256,
+    "buffer_size": 8192, "reinit_prob": 0.05, "alpha": 0.1,
+}  # fmt: skip
 # per-dataset changes to PCD_PT (probes)
 PCD_PT_DATASET: dict = {}
 
@@ -188,7 +193,6 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     mean, std = data.mean(0), data.std(0)
     cov = jnp.cov(data.T)
     box = dist.Uniform(-BOX + 1.5, BOX - 1.5).expand([2]).to_event(1)
-    kernel = partial(ula, step_size=3e-3)
     if name == "CD":
         c = CD
         n = steps or c["num_updates"]
@@ -197,10 +201,12 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
         )
         return make_model(False, default_net), no_guide, adam(1e-3, n), loss, n, {}
     if name == "PCD":
-        n = steps or 3000
+        c = PCD
+        n = steps or c["num_updates"]
         loss = PersistentContrastiveDivergence(
-            kernel, 20, num_chains=256, buffer_size=8192, reinit_prob=0.05, init_dist=box,
-            alpha=0.1,
+            partial(ula, step_size=c["step_size"]), c["num_steps"], num_chains=c["num_chains"],
+            buffer_size=c["buffer_size"], reinit_prob=c["reinit_prob"], init_dist=box,
+            alpha=c["alpha"],
         )  # fmt: skip
         return make_model(False, default_net), loss.guide, adam(1e-3, n), loss, n, {}
     if name == "PCD-PT":
