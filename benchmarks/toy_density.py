@@ -106,8 +106,6 @@ PCD = {
     "num_updates": 3000, "num_steps": 20, "step_size": 3e-3, "num_chains": 256,
     "buffer_size": 8192, "reinit_prob": 0.05, "alpha": 0.1,
 }  # fmt: skip
-# per-dataset changes to PCD_PT (probes)
-PCD_PT_DATASET: dict = {}
 
 # noise-conditional DSM (issue 11, annealed training; Song and Ermon 2019): E(x, sigma) on a
 # geometric ladder from sigma_max down to the DSM row's sigma; the cell scores E(x, sigma_min)
@@ -216,19 +214,12 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
 
         c = PCD_PT
         n = steps or c["num_updates"]
-        c = {**c, **PCD_PT_DATASET.get(dataset, {})}
-        extra = {}
-        if c.get("hot_step_size") is not None:  # per-temperature steps, geometric in beta's slot
-            K = c["num_temperatures"]
-            extra["kernel_kwargs"] = {
-                "step_size": jnp.geomspace(c["hot_step_size"], c["step_size"], K + 1)
-            }
-            mala = blackjax.mala
-        else:
-            mala = partial(blackjax.mala, step_size=c["step_size"])
+        K = c["num_temperatures"]
+        # MALA's step per temperature slot, geometric from hot_step_size (beta = 0) to step_size
+        steps_per_slot = jnp.geomspace(c["hot_step_size"], c["step_size"], K + 1)
         pt = partial(
-            parallel_tempering, kernel=mala, num_temperatures=c["num_temperatures"],
-            base_scale=c["base_scale"], schedule=c.get("schedule", "linear"), **extra,
+            parallel_tempering, kernel=blackjax.mala, num_temperatures=K,
+            base_scale=c["base_scale"], kernel_kwargs={"step_size": steps_per_slot},
         )  # fmt: skip
         loss = PersistentContrastiveDivergence(
             pt, c["num_steps"], num_chains=c["num_chains"], buffer_size=c["buffer_size"],
