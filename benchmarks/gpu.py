@@ -43,7 +43,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from _machine import machine_info  # noqa: E402
-from sampling import hand_written_ula, jax_energy, make_weights  # noqa: E402
+from sampling import hand_written_mala, hand_written_ula, jax_energy, make_weights  # noqa: E402
 
 import numpyro_ebm  # noqa: E402
 
@@ -69,25 +69,32 @@ def best_of(methods: dict, repeats: int) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------- 1. ULA, many chains
 def bench_ula(chain_counts, num_steps, repeats):
+    """ULA and MALA: ``sample_chains`` with ``numpyro_ebm.ula`` / ``blackjax.mala`` against the
+    hand-written twins of ``benchmarks/sampling.py``."""
+    import blackjax
+
     energy = jax_energy(make_weights())
     logdensity = lambda x: -energy(x)  # noqa: E731
-    kernel = functools.partial(numpyro_ebm.ula, step_size=STEP_SIZE)
-    hand = hand_written_ula(energy, STEP_SIZE, num_steps)
+    kernels = {"ula": functools.partial(numpyro_ebm.ula, step_size=STEP_SIZE),
+               "mala": functools.partial(blackjax.mala, step_size=STEP_SIZE)}
+    hands = {"ula": hand_written_ula(energy, STEP_SIZE, num_steps),
+             "mala": hand_written_mala(energy, STEP_SIZE, num_steps)}
     rows = []
     for n in chain_counts:
         x0 = jax.random.normal(jax.random.key(1), (n, 2))
         key = jax.random.key(0)
-        methods = {
-            "sample_chains + ula": lambda x0=x0: numpyro_ebm.sample_chains(
-                key, logdensity, kernel, x0, num_steps).positions,
-            "hand-written JAX ULA": lambda x0=x0: hand(key, x0),
-        }
+        methods = {}
+        for name, kernel in kernels.items():
+            methods[f"sample_chains + {name}"] = lambda x0=x0, kernel=kernel: (
+                numpyro_ebm.sample_chains(key, logdensity, kernel, x0, num_steps).positions)
+            methods[f"hand-written JAX {name.upper()}"] = (
+                lambda x0=x0, hand=hands[name]: hand(key, x0))
         first, best = best_of(methods, repeats)
-        ratio = best["hand-written JAX ULA"] / best["sample_chains + ula"]
         for name in methods:
             rows.append((n, name, first[name], best[name], n * num_steps / best[name]))
-        print(f"  ULA {n:>9,} chains: ours {best['sample_chains + ula']:.4f}s, hand-written "
-              f"{best['hand-written JAX ULA']:.4f}s -> {ratio:.2f}x", flush=True)
+        print(f"  {n:>9,} chains: " + ", ".join(
+            f"{k} {best[f'hand-written JAX {k.upper()}'] / best[f'sample_chains + {k}']:.2f}x "
+            f"({best[f'sample_chains + {k}']:.4f}s)" for k in kernels), flush=True)
     return rows
 
 
@@ -201,15 +208,20 @@ def bench_pcd(num_chains, num_steps, batch_size, repeats):
 
 
 # ---------------------------------------------------------------- 4. torch on CUDA
-def bench_torch(chain_counts, num_steps, repeats):
-    """TorchEBM's LangevinDynamics (or a hand-written torch ULA loop) on CUDA, same weights."""
+def bench_torch(chain_counts, num_steps, repeats, allow_cpu=False):
+    """TorchEBM's LangevinDynamics (or a hand-written torch ULA loop) on CUDA, same weights.
+    ``allow_cpu`` (``--smoke`` only) runs the same code on torch's CPU device, as a check."""
     try:
         import torch
     except ImportError:
         return [], ["torch not importable: the TorchEBM rows are skipped"]
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():
+        dev = torch.device("cuda")
+    elif allow_cpu:
+        dev = torch.device("cpu")
+    else:
         return [], [f"torch {torch.__version__} has no CUDA device: the TorchEBM rows are skipped"]
-    dev = torch.device("cuda")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     weights = make_weights()
     layers = [(torch.from_numpy(w.copy()).to(dev), torch.from_numpy(b.copy()).to(dev))
               for w, b in weights]
@@ -259,14 +271,16 @@ def bench_torch(chain_counts, num_steps, repeats):
         x0 = torch.randn(n, 2, device=dev)
         times = []
         for _ in range(repeats + 1):
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             sample(x0)
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - t0)
         rows.append((n, label, times[0], min(times[1:]), n * num_steps / min(times[1:])))
         print(f"  torch {n:>9,} chains: {min(times[1:]):.4f}s", flush=True)
-    return rows, [f"torch {torch.__version__}, CUDA device {torch.cuda.get_device_name(0)}"]
+    where = (f"CUDA device {torch.cuda.get_device_name(0)}" if dev.type == "cuda"
+             else "torch's CPU device (smoke check only)")
+    return rows, [f"torch {torch.__version__}, {label}, {where}"]
 
 
 # ---------------------------------------------------------------- main
@@ -301,14 +315,30 @@ def main(argv=None):
                    else f"{device.platform.upper()} {getattr(device, 'device_kind', '')}".strip())
     print(f"device: {device_name} ({jax.device_count()} visible)", flush=True)
 
-    ula_rows = bench_ula(chains, num_steps, repeats)
-    ising_rows, notes = bench_ising(ising_chains, ising_steps, repeats, not args.no_thrml)
-    pcd_rows = bench_pcd(pcd_chains, 20, 256, max(repeats, 3))
+    notes = []
+
+    def guarded(name, fn, empty):
+        # one failing section (an API change in a peer library, say) must not cost the others:
+        # a GPU session has minutes, not retries
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001
+            notes.append(f"{name} FAILED: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+            print(f"  {notes[-1]}", flush=True)
+            return empty
+
+    ula_rows = guarded("ULA", lambda: bench_ula(chains, num_steps, repeats), [])
+    ising_rows, ising_notes = guarded(
+        "Ising", lambda: bench_ising(ising_chains, ising_steps, repeats, not args.no_thrml),
+        ([], []))
+    notes += ising_notes
+    pcd_rows = guarded("PCD", lambda: bench_pcd(pcd_chains, 20, 256, max(repeats, 3)), [])
     torch_rows = []
     if args.no_torch:
         notes.append("torch skipped (--no-torch)")
     else:
-        torch_rows, torch_notes = bench_torch(chains, num_steps, repeats)
+        torch_rows, torch_notes = guarded(
+            "torch", lambda: bench_torch(chains, num_steps, repeats, allow_cpu=smoke), ([], []))
         notes += torch_notes
 
     md = [f"## Accelerator: {device_name} (benchmarks/gpu.py{' --smoke' if smoke else ''})", ""]
@@ -317,27 +347,35 @@ def main(argv=None):
         thrml_version = metadata.version("thrml")
     except metadata.PackageNotFoundError:
         thrml_version = "not installed"
+    peers = []
+    for pkg in ("numpyro", "blackjax", "flax", "optax"):
+        try:
+            peers.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            peers.append(f"{pkg} not installed")
     md += [
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}; host: {cpu}, "
         f"nproc={nproc}, {platform.system()}; JAX device: {device_name} x {jax.device_count()}; "
         f"1-minute load at the start {load_start:.2f}; whole run {time.perf_counter() - t_start:.0f} s",
         f"- versions: python {platform.python_version()}, jax {jax.__version__}, numpyro_ebm "
-        f"{numpyro_ebm.__version__}, thrml {thrml_version}",
+        f"{numpyro_ebm.__version__}, {', '.join(peers)}, thrml {thrml_version}",
         f"- times: best of {repeats} interleaved rounds after a first (compile) call; "
         + ("SMOKE sizes: not a measurement" if smoke else "float32"),
         "",
-        f"### ULA on the MLP energy, {num_steps} steps (target: ours >= 0.95x hand-written)",
+        f"### ULA and MALA on the MLP energy, {num_steps} steps (target: ours >= 0.95x "
+        "hand-written)",
         "",
-        "| chains | implementation | first call s | best s | chain-steps/s | hand-written / ours |",
+        "| chains | implementation | first call s | best s | chain-steps/s | speed vs hand-written |",
         "|---|---|---|---|---|---|",
     ]
     by = {(n, name): best for n, name, _, best, _ in ula_rows}
     for n, name, first, best, rate in ula_rows + torch_rows:
-        ours = by.get((n, "sample_chains + ula"))
-        hand = by.get((n, "hand-written JAX ULA"))
-        ratio = f"{hand / ours:.2f}x" if name == "sample_chains + ula" and hand else ""
-        if name not in ("sample_chains + ula", "hand-written JAX ULA") and ours:
-            ratio = f"ours {best / ours:.2f}x faster"
+        ratio = ""
+        if name.startswith("sample_chains + "):
+            hand = by.get((n, f"hand-written JAX {name.split(' + ')[1].upper()}"))
+            ratio = f"{hand / best:.2f}x" if hand else ""
+        elif not name.startswith("hand-written JAX") and by.get((n, "sample_chains + ula")):
+            ratio = f"ours (ULA) is {best / by[(n, 'sample_chains + ula')]:.2f}x as fast"
         md.append(f"| {n:,} | {name} | {first:.2f} | {best:.4f} | {rate:,.0f} | {ratio} |")
     md += ["", f"### Ising 64x64 checkerboard sweep, beta 0.4, {ising_steps} sweeps", "",
            "| chains | sampler | first call s | best s | Mspins/s | time / ours (sample_chains) |",
@@ -347,9 +385,12 @@ def main(argv=None):
         rel = best / iby[(n, "ours (sample_chains)")]
         md.append(f"| {n} | {name} | {first:.2f} | {best:.4f} | {rate:.1f} | {rel:.2f} |")
     md += ["", f"### One PCD training step: {pcd_chains} chains x 20 ULA steps, batch 256, MLP "
-           "energy, Adam", "", "| implementation | first call s | best s |", "|---|---|---|"]
+           "energy, Adam", "", "| implementation | first call s | best s | time / hand-written |",
+           "|---|---|---|---|"]
+    hand_pcd = {name: best for name, _, best in pcd_rows}.get("hand-written JAX PCD step")
     for name, first, best in pcd_rows:
-        md.append(f"| {name} | {first:.2f} | {best:.4f} |")
+        rel = f"{best / hand_pcd:.2f}x" if hand_pcd else ""
+        md.append(f"| {name} | {first:.2f} | {best:.4f} | {rel} |")
     if notes:
         md += [""] + [f"- note: {n}" for n in notes]
     text = "\n".join(md) + "\n"

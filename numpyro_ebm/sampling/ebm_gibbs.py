@@ -68,8 +68,16 @@ import numpy as np
 from jax import random
 from numpyro.distributions import constraints
 from numpyro.handlers import seed, substitute
-from numpyro.infer.gibbs import Gibbs, conditioned, prototype_trace, with_conditioning
 from numpyro.infer.mcmc import MCMCKernel
+
+try:  # numpyro >= 0.22; the rest of the library runs on older releases (e.g. 0.21)
+    from numpyro.infer.gibbs import Gibbs, conditioned, prototype_trace, with_conditioning
+
+    _NO_GIBBS = None
+except ImportError:  # pragma: no cover - exercised only on numpyro < 0.22
+    Gibbs = MCMCKernel
+    conditioned = prototype_trace = with_conditioning = None
+    _NO_GIBBS = "numpyro.infer.gibbs (new in numpyro 0.22)"
 from numpyro.infer.util import potential_energy
 from numpyro.util import identity
 
@@ -85,6 +93,16 @@ __all__ = [
     "ebm_initialized",
     "site_values",
 ]
+
+
+def _require_numpyro_gibbs(name):
+    if _NO_GIBBS is not None:
+        import numpyro
+
+        raise ImportError(
+            f"{name} builds on {_NO_GIBBS}; the installed numpyro is {numpyro.__version__}. "
+            "Upgrade numpyro (pip install 'numpyro>=0.22') to use it."
+        )
 
 
 # ----------------------------------------------------------------------------- sites and values
@@ -283,6 +301,7 @@ class EBMSiteGibbs(MCMCKernel):
 
     def __init__(self, model, *, sites=None, blocks=None, values=None, num_sweeps: int = 1,
                  chunk_size=None):
+        _require_numpyro_gibbs("EBMSiteGibbs")
         if not callable(model):
             raise TypeError(f"EBMSiteGibbs: `model` must be a NumPyro model, got {model!r}.")
         if sites is not None:
@@ -492,6 +511,7 @@ class EBMGibbs(Gibbs):
 
     def __init__(self, inner_kernel=None, *, model=None, sites=None, blocks=None, values=None,
                  num_sweeps: int = 1, chunk_size=None, blackjax_options=None):
+        _require_numpyro_gibbs("EBMGibbs")
         if isinstance(inner_kernel, MCMCKernel):
             inner_model = getattr(inner_kernel, "model", None)
             if inner_model is None:
