@@ -15,7 +15,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 from numpyro.distributions import Distribution
 
 from numpyro_ebm._validation import (
-    check_finite,
     check_int,
     check_rng_key,
     is_concrete,
@@ -259,6 +258,8 @@ class _StepKey:
 
 
 def _check_positions(init_positions, logdensity_fn, event_shape, density_input=None):
+    """Host-side checks of the batch's structure and of the density's output shape (no value is
+    read here: the values' finiteness is checked on the device, see :func:`_value_report`)."""
     num_chains = leading_size("init_positions", init_positions)
     if num_chains == 0:
         raise ValueError(
@@ -274,28 +275,82 @@ def _check_positions(init_positions, logdensity_fn, event_shape, density_input=N
                 f"{', '.join(map(str, event_shape))}{',' if len(event_shape) == 1 else ''}); "
                 f"got {jnp.shape(leaves[0])}."
             )
-    check_finite("init_positions", init_positions)
     if logdensity_fn is None:
         return num_chains
-    one = jax.tree.map(lambda x: x[0], init_positions)
+    # one chain's position, as shapes only (slicing a concrete batch would dispatch an op)
+    one = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(jnp.shape(x)[1:], jnp.result_type(x)), init_positions
+    )
     try:
-        out = jax.eval_shape(
-            logdensity_fn if density_input is None else lambda x: logdensity_fn(density_input(x)),
-            one,
-        )
+        out = _output_shape(logdensity_fn, density_input, one)
     except Exception as err:  # noqa: BLE001 - re-raised with the shape that caused it
         raise ValueError(
             "`init_positions`: the log density failed on one chain's position of shape "
             f"{jax.tree.map(jnp.shape, one)}; does the trailing shape of init_positions match the "
             f"event shape of the density? ({type(err).__name__}: {err})"
         ) from err
-    if out.shape != ():
+    if out != ():
         raise ValueError(
             "`init_positions`: the log density of one chain's position of shape "
-            f"{jax.tree.map(jnp.shape, one)} has shape {out.shape}, expected a scalar; does the "
+            f"{jax.tree.map(jnp.shape, one)} has shape {out}, expected a scalar; does the "
             "trailing shape of init_positions match the event shape of the density?"
         )
     return num_chains
+
+
+_OUTPUT_SHAPES: dict = {}  # (logdensity_fn, density_input, treedef, shapes) -> output shape
+
+
+def _output_shape(logdensity_fn, density_input, one) -> tuple:
+    """The shape of ``logdensity_fn`` at one chain's position (``jax.eval_shape``, which traces
+    the function), remembered per function and input shapes: a repeated call (a sampling loop,
+    a benchmark) does not trace the density again."""
+    leaves, treedef = jax.tree.flatten(one)
+    key = (logdensity_fn, density_input, treedef, tuple((x.shape, x.dtype) for x in leaves))
+    try:
+        return _OUTPUT_SHAPES[key]
+    except TypeError:  # an unhashable callable: no memo
+        key = None
+    except KeyError:
+        pass
+    fn = logdensity_fn if density_input is None else lambda x: logdensity_fn(density_input(x))
+    shape = tuple(jax.eval_shape(fn, one).shape)
+    if key is not None:
+        if len(_OUTPUT_SHAPES) >= 256:  # a bounded memo: functions made per call come and go
+            _OUTPUT_SHAPES.pop(next(iter(_OUTPUT_SHAPES)))
+        _OUTPUT_SHAPES[key] = shape
+    return shape
+
+
+@jax.jit
+def _value_report(positions, logdensity):
+    """On the device, so that only three integers travel: the number of non-finite entries of
+    the (floating) ``positions``, of non-finite ``logdensity`` values, and the first chain with
+    one (``-1`` if none). Either argument may be ``None``."""
+    bad_x = jnp.zeros((), jnp.int32)
+    for leaf in jax.tree.leaves(positions):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            bad_x = bad_x + jnp.sum(~jnp.isfinite(leaf), dtype=jnp.int32)
+    if logdensity is None:
+        return jnp.stack([bad_x, jnp.int32(0), jnp.int32(-1)])
+    bad = ~jnp.isfinite(logdensity)
+    first = jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
+    return jnp.stack([bad_x, jnp.sum(bad, dtype=jnp.int32), first])
+
+
+@jax.jit
+def _end_report(logdensity, acceptance_rate):
+    """``(number of non-finite final log densities, 1 if no chain accepted anything)``."""
+    no_move = (acceptance_rate.size > 0) & jnp.all(acceptance_rate == 0.0)
+    return jnp.stack([jnp.sum(~jnp.isfinite(logdensity), dtype=jnp.int32),
+                      no_move.astype(jnp.int32)])
+
+
+def _raise_nonfinite_positions(count):
+    raise ValueError(
+        f"`init_positions` contains {count} non-finite value(s) (NaN or inf); expected finite "
+        "values."
+    )
 
 
 def _chain_sharding(num_chains, tree=None):
@@ -325,6 +380,20 @@ def _chain_sharding(num_chains, tree=None):
 # 1.15x faster at 128 chains of a small MLP, 0.93x at 1024 RBM chains)
 _KEY_BLOCK_CHAINS = 256
 _KEY_BLOCK = 1 << 13
+# On an accelerator every loop iteration launches its kernels, and the per-step hash is a launch
+# or two of its own: the keys of a block of steps are hashed ahead for any number of chains, up
+# to _ACCELERATOR_KEY_BLOCK keys (8 bytes each) at a time
+_ACCELERATOR_KEY_BLOCK = 1 << 22
+
+
+def _key_block(num_chains: int, num_steps: int) -> int:
+    """How many steps' keys :func:`_run` hashes in one call ahead of their loop (1: each step
+    hashes its own, inside the loop)."""
+    if jax.default_backend() == "cpu":
+        if num_chains > _KEY_BLOCK_CHAINS:
+            return 1
+        return max(1, min(num_steps, _KEY_BLOCK // num_chains))
+    return max(1, min(num_steps, _ACCELERATOR_KEY_BLOCK // num_chains))
 
 
 def _chain_index(chain_offset, num_chains):
@@ -343,10 +412,11 @@ def _chain_keys(key, chain_index):
 def _init(rng_key, init_positions, chain_offset, *, algorithm_init):
     """``vmap(algorithm.init)`` as one compiled program (eagerly it dispatches op by op); chains
     ``chain_offset:chain_offset + n`` of the run, chain ``c`` with the key
-    ``fold_in(fold_in(rng_key, 1), c)``."""
+    ``fold_in(fold_in(rng_key, 1), c)``. Returns the states and their :func:`_value_report`."""
     num_chains = jax.tree.leaves(init_positions)[0].shape[0]
     init_keys = _chain_keys(jax.random.fold_in(rng_key, 1), _chain_index(chain_offset, num_chains))
-    return jax.vmap(algorithm_init.step)(init_positions, init_keys)
+    states = jax.vmap(algorithm_init.step)(init_positions, init_keys)
+    return states, _value_report(init_positions, getattr(states, "logdensity", None))
 
 
 @partial(
@@ -397,7 +467,7 @@ def _run(
     def run_steps(carry, n, peel_last=False):
         if n == 0:
             return carry
-        block = min(n, _KEY_BLOCK // num_chains) if num_chains <= _KEY_BLOCK_CHAINS else 1
+        block = _key_block(num_chains, n)
         if peel_last and n > 1:
             # the last step out of the loop: when the caller keeps only the positions (a
             # training loss under jit), its state's gradient and log density are dead, and XLA
@@ -573,7 +643,11 @@ def sample_chains(
     )
     check_position = getattr(algorithm.init, "check_position", None)
     if check_position is not None and init_state is None and is_concrete(init_positions):
-        check_position(init_positions)  # the kernel's own check; `_init` below is compiled
+        # the kernel's own check reads the values (`_init` below is compiled): NaN first
+        bad = int(_value_report(init_positions, None)[0])
+        if bad:
+            _raise_nonfinite_positions(bad)
+        check_position(init_positions)
 
     batch = num_chains if chain_batch_size is None else check_int(
         "chain_batch_size", chain_batch_size, 1)
@@ -599,18 +673,17 @@ def sample_chains(
         logdensity = jax.vmap(final_logdensity_fn)(positions)
     if logdensity is None:
         logdensity = jnp.full((num_chains,), jnp.nan)
-    if is_concrete(logdensity):
-        bad = ~np.isfinite(np.asarray(logdensity))
-        if bad.any():
+    if is_concrete(logdensity) and is_concrete(acceptance_rate):
+        # two integers from the device, not the chains' values (10^7 chains: 80 MB)
+        num_bad, no_move = (int(v) for v in np.asarray(_end_report(logdensity, acceptance_rate)))
+        if num_bad:
             warnings.warn(
-                f"sample_chains: {int(bad.sum())} of {num_chains} chains ended at a non-finite "
+                f"sample_chains: {num_bad} of {num_chains} chains ended at a non-finite "
                 "log density (diverged); reduce the kernel's step_size.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-    if num_steps >= 10 and is_concrete(acceptance_rate):
-        rates = np.asarray(acceptance_rate)
-        if rates.size and np.all(rates == 0.0):
+        if num_steps >= 10 and no_move:
             warnings.warn(
                 f"sample_chains: no proposal was accepted in any of the {num_chains} chains over "
                 f"{num_steps} steps: the chains did not move. The kernel's step_size is likely "
@@ -636,7 +709,7 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
         init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init", source=source)
         positions = part(init_positions)
         try:
-            states = _init(rng_key, positions, start, algorithm_init=init_fn)
+            states, report = _init(rng_key, positions, start, algorithm_init=init_fn)
         except TypeError as err:
             ints = [
                 jnp.result_type(leaf)
@@ -655,16 +728,13 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
         states = part(init_state)
     if sharding is not None and is_concrete(states):
         states = jax.device_put(states, sharding)
-    logdensity0 = getattr(states, "logdensity", None)
-    if logdensity0 is not None and is_concrete(logdensity0):
-        bad = ~np.isfinite(np.asarray(logdensity0))
-        if bad.any():
-            raise ValueError(
-                f"`init_positions`: the log density is not finite at {int(bad.sum())} of "
-                f"{size} initial positions (e.g. chain {start + int(np.argmax(bad))}); start the "
-                "chains where the density is positive."
-            )
-    return _run(
+    if not (is_concrete(states) and is_concrete(init_positions)):
+        report = None
+    elif init_state is not None:
+        report = _value_report(part(init_positions), getattr(states, "logdensity", None))
+    # the report (computed on the device) is read once the run is queued behind it: no host
+    # round trip between the two programs, and three integers instead of the chains' values
+    result = _run(
         rng_key,
         states,
         start,
@@ -677,6 +747,17 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
         keep_samples=keep_samples,
         peel_last=not is_concrete(states),
     )
+    if report is not None:
+        bad_x, bad_logdensity, first = (int(v) for v in np.asarray(report))
+        if bad_x:
+            _raise_nonfinite_positions(bad_x)
+        if bad_logdensity:
+            raise ValueError(
+                f"`init_positions`: the log density is not finite at {bad_logdensity} of "
+                f"{size} initial positions (e.g. chain {start + first}); start the "
+                "chains where the density is positive."
+            )
+    return result
 
 
 def _concatenate_batches(parts):
