@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from numpyro.distributions import Distribution
 
 from numpyro_ebm._validation import (
+    check_finite,
     check_int,
     check_rng_key,
     is_concrete,
@@ -408,8 +409,7 @@ def _chain_keys(key, chain_index):
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, chain_index)
 
 
-@partial(jax.jit, static_argnames=("algorithm_init",))
-def _init(rng_key, init_positions, chain_offset, *, algorithm_init):
+def _init_impl(rng_key, init_positions, chain_offset, *, algorithm_init):
     """``vmap(algorithm.init)`` as one compiled program (eagerly it dispatches op by op); chains
     ``chain_offset:chain_offset + n`` of the run, chain ``c`` with the key
     ``fold_in(fold_in(rng_key, 1), c)``. Returns the states and their :func:`_value_report`."""
@@ -419,14 +419,13 @@ def _init(rng_key, init_positions, chain_offset, *, algorithm_init):
     return states, _value_report(init_positions, getattr(states, "logdensity", None))
 
 
-@partial(
-    jax.jit,
-    static_argnames=(
-        "algorithm_step", "num_burn", "num_samples", "thin", "sharding", "observables",
-        "keep_samples", "peel_last",
-    ),
+_RUN_STATIC = (
+    "algorithm_step", "num_burn", "num_samples", "thin", "sharding", "observables",
+    "keep_samples", "peel_last",
 )
-def _run(
+
+
+def _run_impl(
     rng_key, states, chain_offset, *, algorithm_step, num_burn, num_samples, thin, sharding,
     observables, keep_samples, peel_last=False,
 ):
@@ -515,6 +514,29 @@ def _run(
         # evaluation is dead and XLA removes it from the loop
         states = states._replace(logdensity=constrain(jax.vmap(final_logdensity)(states.position)))
     return states, carry[1] / max(num_burn + num_samples * thin, 1), samples, moments
+
+
+_run = jax.jit(_run_impl, static_argnames=_RUN_STATIC)  # resuming from a state
+
+
+@partial(jax.jit, static_argnames=("algorithm_init", *_RUN_STATIC))
+def _init_and_run(rng_key, init_positions, chain_offset, *, algorithm_init, **run_options):
+    """Initialize and run in one compiled program (one dispatch per call, which on a GPU is a
+    large part of a short run), with the checks' reports: ``(states, acceptance, samples,
+    moments, report)``, ``report = [non-finite initial position entries, non-finite initial
+    log densities, first such chain, non-finite final log densities, no move]`` (the last two
+    are 0 when the final state keeps no log density; :func:`sample_chains` then checks it)."""
+    states, report = _init_impl(rng_key, init_positions, chain_offset,
+                                algorithm_init=algorithm_init)
+    sharding = run_options["sharding"]
+    if sharding is not None:
+        states = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), states)
+    states, acceptance, samples, moments = _run_impl(rng_key, states, chain_offset,
+                                                     **run_options)
+    logdensity = getattr(states, "logdensity", None)
+    end = (_end_report(logdensity, acceptance) if logdensity is not None
+           else jnp.zeros((2,), jnp.int32))
+    return states, acceptance, samples, moments, jnp.concatenate([report, end])
 
 
 def _welford(moments: RunningMoments, value) -> RunningMoments:
@@ -643,10 +665,8 @@ def sample_chains(
     )
     check_position = getattr(algorithm.init, "check_position", None)
     if check_position is not None and init_state is None and is_concrete(init_positions):
-        # the kernel's own check reads the values (`_init` below is compiled): NaN first
-        bad = int(_value_report(init_positions, None)[0])
-        if bad:
-            _raise_nonfinite_positions(bad)
+        # the kernel's own check reads the values (the run below is compiled): NaN first
+        check_finite("init_positions", init_positions)
         check_position(init_positions)
 
     batch = num_chains if chain_batch_size is None else check_int(
@@ -660,8 +680,9 @@ def sample_chains(
         observables=None if observables is None else _StepKey(observables, None, None, "obs"),
         keep_samples=keep_samples,
     )
+    end_report = None
     if batch >= num_chains:
-        states, acceptance_rate, samples, moments = run(0, num_chains)
+        states, acceptance_rate, samples, moments, end_report = run(0, num_chains)
     else:
         parts = [run(start, min(batch, num_chains - start)) for start in range(0, num_chains, batch)]
         states, acceptance_rate, samples, moments = _concatenate_batches(parts)
@@ -671,11 +692,15 @@ def sample_chains(
     final_logdensity_fn = logdensity_fn or getattr(algorithm.init, "logdensity_fn", None)
     if logdensity is None and final_logdensity_fn is not None:
         logdensity = jax.vmap(final_logdensity_fn)(positions)
+        end_report = None  # computed here, not in the run
     if logdensity is None:
         logdensity = jnp.full((num_chains,), jnp.nan)
     if is_concrete(logdensity) and is_concrete(acceptance_rate):
         # two integers from the device, not the chains' values (10^7 chains: 80 MB)
-        num_bad, no_move = (int(v) for v in np.asarray(_end_report(logdensity, acceptance_rate)))
+        if end_report is None:
+            end_report = _end_report(logdensity, acceptance_rate)
+        num_bad, no_move = ((int(v) for v in np.asarray(end_report)) if is_concrete(end_report)
+                            else (0, 0))
         if num_bad:
             warnings.warn(
                 f"sample_chains: {num_bad} of {num_chains} chains ended at a non-finite "
@@ -705,11 +730,23 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
         return jax.tree.map(lambda x: x[start : start + size], tree)
 
     sharding = _chain_sharding(size, init_positions if init_state is None else init_state)
+    run_options = dict(
+        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn, source=source),
+        num_burn=num_steps - num_samples * thin,
+        num_samples=num_samples,
+        thin=thin,
+        sharding=sharding,
+        observables=observables,
+        keep_samples=keep_samples,
+    )
     if init_state is None:
         init_fn = _StepKey(algorithm.init, kernel, logdensity_fn, tag="init", source=source)
         positions = part(init_positions)
+        traced = not is_concrete((rng_key, positions))  # inside the caller's jit
         try:
-            states, report = _init(rng_key, positions, start, algorithm_init=init_fn)
+            *result, report = _init_and_run(
+                rng_key, positions, start, algorithm_init=init_fn, peel_last=traced,
+                **run_options)
         except TypeError as err:
             ints = [
                 jnp.result_type(leaf)
@@ -724,40 +761,36 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
                 "`init_positions.astype(float)`). Integer positions are for discrete kernels "
                 "(Gibbs samplers) only."
             ) from err
+        if not is_concrete(report):  # e.g. a kernel that closes over a caller's tracer
+            report = None
+            check_finite("init_positions", positions)  # reads nothing when traced itself
     else:
         states = part(init_state)
-    if sharding is not None and is_concrete(states):
-        states = jax.device_put(states, sharding)
-    if not (is_concrete(states) and is_concrete(init_positions)):
+        if sharding is not None and is_concrete(states):
+            states = jax.device_put(states, sharding)
+        traced = not is_concrete((rng_key, states))
+        result = _run(rng_key, states, start, peel_last=traced, **run_options)
         report = None
-    elif init_state is not None:
-        report = _value_report(part(init_positions), getattr(states, "logdensity", None))
-    # the report (computed on the device) is read once the run is queued behind it: no host
-    # round trip between the two programs, and three integers instead of the chains' values
-    result = _run(
-        rng_key,
-        states,
-        start,
-        algorithm_step=_StepKey(algorithm.step, kernel, logdensity_fn, source=source),
-        num_burn=num_steps - num_samples * thin,
-        num_samples=num_samples,
-        thin=thin,
-        sharding=sharding,
-        observables=observables,
-        keep_samples=keep_samples,
-        peel_last=not is_concrete(states),
-    )
-    if report is not None:
-        bad_x, bad_logdensity, first = (int(v) for v in np.asarray(report))
-        if bad_x:
-            _raise_nonfinite_positions(bad_x)
-        if bad_logdensity:
-            raise ValueError(
-                f"`init_positions`: the log density is not finite at {bad_logdensity} of "
-                f"{size} initial positions (e.g. chain {start + first}); start the "
-                "chains where the density is positive."
-            )
-    return result
+        if not traced and is_concrete(init_positions):
+            report = _value_report(part(init_positions), getattr(states, "logdensity", None))
+            if not is_concrete(report):
+                report = None
+    if report is None:
+        return (*result, None)
+    # one read from the device, after the whole run: a handful of integers, not the chains'
+    # values (10^7 chains: 80 MB)
+    report = np.asarray(report)
+    bad_x, bad_logdensity, first = (int(v) for v in report[:3])
+    if bad_x:
+        _raise_nonfinite_positions(bad_x)
+    if bad_logdensity:
+        raise ValueError(
+            f"`init_positions`: the log density is not finite at {bad_logdensity} of "
+            f"{size} initial positions (e.g. chain {start + first}); start the "
+            "chains where the density is positive."
+        )
+    has_logdensity = getattr(result[0], "logdensity", None) is not None
+    return (*result, report[3:] if report.size == 5 and has_logdensity else None)
 
 
 def _concatenate_batches(parts):
