@@ -117,6 +117,7 @@ def test_clamp_rejects_bad_masks_and_values():
 def test_clamped_discrete_site_in_a_numpyro_model_under_ebm_gibbs():
     """Observing part of a discrete EBM's event: clamp(ising.distribution(...)) as a latent site,
     run by EBMGibbs, gives the exact conditional of the free spins."""
+    pytest.importorskip("numpyro.infer.gibbs", reason="EBMGibbs needs numpyro >= 0.22")
     from numpyro_ebm import EBMGibbs
 
     ising = Ising((3, 3))

@@ -18,7 +18,13 @@ from numpyro.infer import MCMC, NUTS, Predictive
 import numpyro_ebm
 from numpyro_ebm import BlackJAXKernel, EBMGibbs, EBMSiteGibbs
 from numpyro_ebm.models import RBM, GraphIsing, Ising, Potts, lattice_adjacency
+from numpyro_ebm.sampling import ebm_gibbs as _ebm_gibbs
 from numpyro_ebm.sampling import metropolised_block_step
+
+# EBMGibbs builds on numpyro.infer.gibbs (numpyro >= 0.22); the rest of this file runs on 0.21
+needs_numpyro_gibbs = pytest.mark.skipif(
+    _ebm_gibbs._NO_GIBBS is not None, reason="EBMGibbs needs numpyro >= 0.22"
+)
 
 ISING = Ising((3, 3))
 SIGMA = 0.8
@@ -79,6 +85,7 @@ def assert_within_mc_error(draws, exact, k=4.5, floor=0.01):
 
 # 21 s; the categorical Potts and graph-Ising sites are checked against enumeration
 @pytest.mark.slow
+@needs_numpyro_gibbs
 def test_fixed_coupling_posterior_spins_vs_enumeration_and_factorized_blocks_always_accept():
     """J fixed: EBMGibbs(model=...) alone. With the Ising colouring the conditional of each colour
     class factorizes (Gaussian likelihood), so every block move is accepted; with the default
@@ -101,6 +108,7 @@ def test_fixed_coupling_posterior_spins_vs_enumeration_and_factorized_blocks_alw
 
 
 @pytest.mark.slow
+@needs_numpyro_gibbs
 def test_latent_coupling_nuts_posterior_vs_enumeration():
     """The issue's test: spins and J (HalfNormal prior, log Z(J) by enumeration), NUTS for J."""
     exact, mean_j, sd_j = exact_ising_posterior(Y)
@@ -114,6 +122,7 @@ def test_latent_coupling_nuts_posterior_vs_enumeration():
 
 
 @pytest.mark.slow
+@needs_numpyro_gibbs
 def test_latent_coupling_blackjax_posterior_vs_enumeration():
     """The same model with J moved by a BlackJAX kernel (MALA, step size adapted): its cached
     log density is refreshed whenever the spins move, so the spin marginals and E[J] match."""
@@ -134,6 +143,7 @@ def noise_model(y):
     numpyro.sample("y", dist.Normal(s, sigma), obs=y)
 
 
+@needs_numpyro_gibbs
 def test_mcmc_toolbox_print_summary_group_by_chain_predictive_arviz(capsys):
     az = pytest.importorskip("arviz")
     # the continuous site through a BlackJAX kernel (its exactness: the slow test above)
@@ -168,6 +178,7 @@ def potts_model(obs):
     numpyro.sample("obs", dist.Categorical(logits=EMIT[x.astype(jnp.int32)]), obs=obs)
 
 
+@needs_numpyro_gibbs
 def test_categorical_potts_site_posterior_vs_enumeration():
     conf = all_configs(range(3), 5)
     lw = (-POTTS.energy({"J": 0.7, "h": jnp.array([0.2, 0.0, -0.1])}, conf)
@@ -185,6 +196,7 @@ def test_categorical_potts_site_posterior_vs_enumeration():
 
 
 @pytest.mark.slow  # 11 s; the other sites are checked against enumeration in this file
+@needs_numpyro_gibbs
 def test_binary_rbm_site_observed_through_gaussian_noise_vs_enumeration():
     """A latent binary RBM site (support {0, 1}, its free energy couples every visible unit, so
     the default checkerboard blocks are Metropolis-corrected) observed through Gaussian noise of
@@ -211,6 +223,7 @@ def test_binary_rbm_site_observed_through_gaussian_noise_vs_enumeration():
 
 
 @pytest.mark.slow  # 13 s; the other sites are checked against enumeration in this file
+@needs_numpyro_gibbs
 def test_mixed_model_bernoulli_switch_and_ising_field_vs_enumeration():
     """An ordinary discrete site (Bernoulli) next to the EBM site: both updated exactly by the
     same kernel; the switch sets the Ising field."""
@@ -346,6 +359,7 @@ def test_discrete_site_under_a_gradient_kernel_names_the_site_and_the_fix():
 
 # 31 s (two MCMC compilations); test_sampling checks a built algorithm against the factory
 @pytest.mark.slow
+@needs_numpyro_gibbs
 def test_a_built_blackjax_kernel_is_a_gibbs_block_like_the_factory():
     """EBMGibbs(BlackJAXKernel(...)) (refresh + wrap_model) runs the same chain as the factory
     form, which builds that kernel itself."""
@@ -361,6 +375,7 @@ def test_a_built_blackjax_kernel_is_a_gibbs_block_like_the_factory():
     assert float(jnp.std(runs[0]["J"])) > 0  # the continuous block moved
 
 
+@needs_numpyro_gibbs
 def test_ebm_gibbs_errors():
     with pytest.raises(ValueError, match="model="):
         EBMGibbs(functools.partial(blackjax.mala, step_size=0.1))
@@ -385,3 +400,12 @@ def test_ebm_gibbs_errors():
         MCMC(EBMGibbs(NUTS(no_ebm)), num_warmup=1, num_samples=1, progress_bar=False).run(
             jax.random.key(0), Y)
     assert numpyro_ebm.EBMGibbs is EBMGibbs
+
+
+def test_ebm_gibbs_on_an_older_numpyro_names_the_version_it_needs(monkeypatch):
+    """On numpyro < 0.22 (no numpyro.infer.gibbs) the package imports and only EBMGibbs and
+    EBMSiteGibbs refuse, with an ImportError that names the version to install."""
+    monkeypatch.setattr(_ebm_gibbs, "_NO_GIBBS", "numpyro.infer.gibbs (new in numpyro 0.22)")
+    for build in (lambda: EBMGibbs(model=fixed_j_model), lambda: EBMSiteGibbs(fixed_j_model)):
+        with pytest.raises(ImportError, match=r"numpyro>=0\.22"):
+            build()

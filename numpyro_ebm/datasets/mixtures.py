@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.scipy.special import i0e, logsumexp
-from numpyro.distributions import Categorical, MixtureSameFamily, Normal
+from numpyro.distributions import Categorical, Independent, MixtureSameFamily, Normal, constraints
 
 from numpyro_ebm._validation import check_int, check_positive
 from numpyro_ebm.datasets.base import (
@@ -28,6 +28,16 @@ from numpyro_ebm.datasets.base import (
 )
 
 __all__ = ["GaussianMixture2D", "Rings", "eight_gaussians", "rings", "twenty_five_gaussians"]
+
+
+class _IsotropicNormal(Independent):
+    """``Normal(locs, std).to_event(1)`` whose support says what it is, ``real_vector``: a
+    parameter-free constraint, which numpyro < 0.22's ``MixtureSameFamily`` requires of its
+    components (it refuses the generic ``independent(real, 1)``)."""
+
+    @property
+    def support(self):
+        return constraints.real_vector
 
 
 class GaussianMixture2D(MixtureSameFamily):
@@ -63,7 +73,7 @@ class GaussianMixture2D(MixtureSameFamily):
             raise ValueError(f"GaussianMixture2D: `std` must be a scalar; got shape {std.shape}.")
         super().__init__(
             Categorical(probs=probs),
-            Normal(locs, std).to_event(1),
+            _IsotropicNormal(Normal(locs, std), 1),
             validate_args=validate_args,
         )
 

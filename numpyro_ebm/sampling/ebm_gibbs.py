@@ -75,7 +75,7 @@ try:  # numpyro >= 0.22; the rest of the library runs on older releases (e.g. 0.
 
     _NO_GIBBS = None
 except ImportError:  # pragma: no cover - exercised only on numpyro < 0.22
-    Gibbs = MCMCKernel
+    Gibbs = object  # EBMGibbs.__init__ raises the ImportError below before anything else
     conditioned = prototype_trace = with_conditioning = None
     _NO_GIBBS = "numpyro.infer.gibbs (new in numpyro 0.22)"
 from numpyro.infer.util import potential_energy
