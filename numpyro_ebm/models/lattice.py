@@ -33,7 +33,10 @@ try:  # the raw threefry hash (public in jax.extend); fall back to jax.random.bi
 except ImportError:  # pragma: no cover
     _threefry_2x32 = None
 
-__all__ = ["bond_sum", "colour_block_sweep", "colouring", "neighbor_sum", "uniform_pm1"]
+__all__ = [
+    "bond_sum", "colour_block_sweep", "colouring", "neighbor_sum", "uniform01", "uniform_bits",
+    "uniform_pm1",
+]
 
 
 def _pad(x, axes, periodic: bool):
@@ -96,15 +99,15 @@ def colouring(shape: tuple, periodic: bool) -> np.ndarray:
     return colours
 
 
-def uniform_pm1(rng_key, shape, dtype):
-    """Uniform(-1, 1) draws of ``shape`` (23 random mantissa bits, like ``jax.random.uniform``).
+def uniform_bits(rng_key, shape, offset: int = 0):
+    """32 random bits per entry of ``shape`` (``uint32``), from counters ``offset .. offset + n``.
 
     For threefry keys (JAX's default) the bits come from the raw hash ``threefry_2x32(key,
-    0..n-1)``, two 32-bit words per call, where ``jax.random.bits`` with the default
-    ``jax_threefry_partitionable`` makes one call per word and XORs the pair. Kept (instead of
-    ``jax.random.uniform(key, shape, minval=-1, maxval=1)``) because a whole Ising sweep is more
-    than 10% slower without it on CPU (measured A/B, see ``benchmarks/RESULTS.md``). Other key
-    implementations use ``jax.random.bits``.
+    offset + 0..n-1)``, two 32-bit words per call, where ``jax.random.bits`` with the default
+    ``jax_threefry_partitionable`` makes one call per word and XORs the pair. Disjoint counter
+    ranges of one key give independent bits: a sweep draws each block's from its own range, with
+    no key split, and the draws are separate operations that need not wait for each other. Other
+    key implementations use ``jax.random.bits`` (of ``fold_in(key, offset)`` when ``offset``).
     """
     n = math.prod(shape)
     typed = jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key)
@@ -112,11 +115,31 @@ def uniform_pm1(rng_key, shape, dtype):
         not typed or str(jax.random.key_impl(rng_key)) == "threefry2x32"
     ):
         data = jax.random.key_data(rng_key) if typed else rng_key
-        bits = _threefry_2x32(data, jax.lax.iota(jnp.uint32, n)).reshape(shape)
-    else:
-        bits = jax.random.bits(rng_key, shape, jnp.uint32)
-    one_to_two = jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32)
-    return (2.0 * one_to_two - 3.0).astype(dtype)
+        counts = jax.lax.iota(jnp.uint32, n) + np.uint32(offset)
+        return _threefry_2x32(data, counts).reshape(shape)
+    if offset:
+        rng_key = jax.random.fold_in(rng_key, offset)
+    return jax.random.bits(rng_key, shape, jnp.uint32)
+
+
+def _one_to_two(bits):
+    """Floats in [1, 2) from the top 23 of 32 random bits (the mantissa)."""
+    return jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32)
+
+
+def uniform01(rng_key, shape, dtype, offset: int = 0):
+    """Uniform[0, 1) draws of ``shape`` (23 random mantissa bits, like ``jax.random.uniform``)
+    from the counters ``offset .. offset + n`` of ``rng_key`` (:func:`uniform_bits`)."""
+    return (_one_to_two(uniform_bits(rng_key, shape, offset)) - 1.0).astype(dtype)
+
+
+def uniform_pm1(rng_key, shape, dtype):
+    """Uniform(-1, 1) draws of ``shape`` (23 random mantissa bits, like ``jax.random.uniform``),
+    from :func:`uniform_bits`. Kept (instead of ``jax.random.uniform(key, shape, minval=-1,
+    maxval=1)``) because a whole Ising sweep is more than 10% slower without it on CPU (measured
+    A/B, see ``benchmarks/RESULTS.md``).
+    """
+    return (2.0 * _one_to_two(uniform_bits(rng_key, shape)) - 3.0).astype(dtype)
 
 
 def colour_block_sweep(rng_key, x, coupling, field, shape: tuple, periodic: bool):
