@@ -349,9 +349,9 @@ class RBMBase(EnergyModel):
                     v = self.path_sample_visible(key_v, params, a0, beta, h)
                 else:
                     # each layer's uniforms from its own counters of the chain's key: two
-                    # separate draws, so the visible layer's need not wait for h (one draw for
-                    # both layers ran at 0.75-0.80x a hand-written sweep on 2 CPU cores, two at
-                    # 0.90-0.96x), and no key split (it cost a CD-1 update ~10%)
+                    # separate draws, which the visible layer's need not wait for h to make
+                    # (one draw for both layers ran at 0.75-0.80x a hand-written sweep on 2 CPU
+                    # cores, these at 1.15-1.19x), and no key split (it cost a CD-1 update ~10%)
                     u_h = uniform01(rng_key, p_h.shape, p_h.dtype)
                     u_v = uniform01(rng_key, p_h.shape[:-1] + (self.num_visible,), p_h.dtype,
                                     offset=math.prod(p_h.shape))  # after u_h's counters
