@@ -78,6 +78,7 @@ from numpyro_ebm.sampling.exchange import ExchangeKernel
 from numpyro_ebm.sampling.gibbs import gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ula
+from numpyro_ebm.sampling.mala import mala
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 from numpyro_ebm.sampling.tempering import (
     PTInfo,
@@ -144,6 +145,7 @@ __all__ = [
     "logz_ais",
     "logz_exact",
     "logz_quadrature",
+    "mala",
     "models",
     "nets",
     "no_guide",

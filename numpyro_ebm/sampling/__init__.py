@@ -37,6 +37,7 @@ from numpyro_ebm.sampling.exchange import ExchangeKernel, ExchangeState, enumera
 from numpyro_ebm.sampling.gibbs import GibbsState, gibbs
 from numpyro_ebm.sampling.gibbs_with_gradients import GWGInfo, GWGState, gibbs_with_gradients
 from numpyro_ebm.sampling.langevin import ULAInfo, ULAState, ula
+from numpyro_ebm.sampling.mala import MALAInfo, MALAState, mala
 from numpyro_ebm.sampling.metropolised_block import metropolised_block_step
 from numpyro_ebm.sampling.numpyro_kernel import BlackJAXKernel, BlackJAXKernelState
 from numpyro_ebm.sampling.tempering import (
@@ -67,6 +68,8 @@ __all__ = [
     "GibbsInfo",
     "GibbsState",
     "RunningMoments",
+    "MALAInfo",
+    "MALAState",
     "ULAInfo",
     "ULAState",
     "block_gibbs",
@@ -74,6 +77,7 @@ __all__ = [
     "gibbs",
     "gibbs_with_gradients",
     "ising_cftp",
+    "mala",
     "pool_moments",
     "sample_chains",
     "ula",
