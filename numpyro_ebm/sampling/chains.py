@@ -410,7 +410,8 @@ def _chain_keys(key, chain_index):
 
 
 def _init_impl(rng_key, init_positions, chain_offset, *, algorithm_init):
-    """``vmap(algorithm.init)`` as one compiled program (eagerly it dispatches op by op); chains
+    """``vmap(algorithm.init)``, traced into :func:`_init_and_run` (eagerly it would dispatch
+    op by op); chains
     ``chain_offset:chain_offset + n`` of the run, chain ``c`` with the key
     ``fold_in(fold_in(rng_key, 1), c)``. Returns the states and their :func:`_value_report`."""
     num_chains = jax.tree.leaves(init_positions)[0].shape[0]
@@ -524,8 +525,8 @@ def _init_and_run(rng_key, init_positions, chain_offset, *, algorithm_init, **ru
     """Initialize and run in one compiled program (one dispatch per call, which on a GPU is a
     large part of a short run), with the checks' reports: ``(states, acceptance, samples,
     moments, report)``, ``report = [non-finite initial position entries, non-finite initial
-    log densities, first such chain, non-finite final log densities, no move]`` (the last two
-    are 0 when the final state keeps no log density; :func:`sample_chains` then checks it)."""
+    log densities, first such chain, non-finite final log densities, no move]``, without the
+    last two when the final state keeps no log density (:func:`sample_chains` then checks it)."""
     states, report = _init_impl(rng_key, init_positions, chain_offset,
                                 algorithm_init=algorithm_init)
     sharding = run_options["sharding"]
@@ -534,9 +535,9 @@ def _init_and_run(rng_key, init_positions, chain_offset, *, algorithm_init, **ru
     states, acceptance, samples, moments = _run_impl(rng_key, states, chain_offset,
                                                      **run_options)
     logdensity = getattr(states, "logdensity", None)
-    end = (_end_report(logdensity, acceptance) if logdensity is not None
-           else jnp.zeros((2,), jnp.int32))
-    return states, acceptance, samples, moments, jnp.concatenate([report, end])
+    if logdensity is not None:
+        report = jnp.concatenate([report, _end_report(logdensity, acceptance)])
+    return states, acceptance, samples, moments, report
 
 
 def _welford(moments: RunningMoments, value) -> RunningMoments:
@@ -789,8 +790,7 @@ def _run_batch(rng_key, algorithm, kernel, logdensity_fn, init_positions, init_s
             f"{size} initial positions (e.g. chain {start + first}); start the "
             "chains where the density is positive."
         )
-    has_logdensity = getattr(result[0], "logdensity", None) is not None
-    return (*result, report[3:] if report.size == 5 and has_logdensity else None)
+    return (*result, report[3:] if report.size == 5 else None)
 
 
 def _concatenate_batches(parts):

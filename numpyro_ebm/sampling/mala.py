@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from blackjax import GenerateSamplingAPI
 from blackjax.base import SamplingAlgorithm
-from blackjax.mcmc.mala import MALAInfo, MALAState
+from blackjax.mcmc.mala import MALAInfo, MALAState, init  # BlackJAX's state and init
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import erfinv
 
@@ -42,12 +42,6 @@ from numpyro_ebm._validation import check_finite, check_positive
 from numpyro_ebm.sampling.chains import bind_algorithm
 
 __all__ = ["MALAInfo", "MALAState", "as_top_level_api", "build_kernel", "init", "mala"]
-
-
-def init(position, logdensity_fn: Callable) -> MALAState:
-    """Initial state: ``logdensity_fn(position)`` and its gradient."""
-    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
-    return MALAState(position, logdensity, logdensity_grad)
 
 
 def _squared_norm(tree) -> jax.Array:
@@ -92,7 +86,7 @@ def build_kernel() -> Callable:
 
 
 def as_top_level_api(logdensity_fn: Callable, step_size) -> SamplingAlgorithm:
-    r"""MALA as a ``blackjax.SamplingAlgorithm``, drawing one batch of normals per step.
+    r"""MALA as a ``blackjax.SamplingAlgorithm``, drawing one batch of uniforms per step.
 
     :param logdensity_fn: :math:`\log p(x)` up to a constant, i.e. :math:`-E(x)`, for one
         position (a pytree).
