@@ -114,6 +114,9 @@ def temperature_schedule(num_temperatures: int, schedule: str = "sigmoid", sharp
 def check_betas(betas) -> jax.Array:
     """``betas`` as a float array, checked: 1-D, at least two entries, and (where concrete)
     non-decreasing from 0 to 1; else a ``ValueError`` naming ``betas``."""
+    if _LAST_BETAS and betas is _LAST_BETAS[0]:  # the same (immutable) jax array, checked
+        return _LAST_BETAS[1]
+    given = betas
     betas = jnp.asarray(betas)
     if betas.ndim != 1 or betas.shape[0] < 2:
         raise ValueError(
@@ -132,7 +135,16 @@ def check_betas(betas) -> jax.Array:
                 "`betas` must increase from 0 to 1 (first 0, last 1, non-decreasing); got "
                 f"first {b[0]}, last {b[-1]}, min step {np.diff(b).min():.3g}."
             )
-    return betas.astype(jnp.result_type(float))
+    dtype = jnp.result_type(float)
+    betas = betas if betas.dtype == dtype else betas.astype(dtype)
+    if isinstance(given, jax.Array) and is_concrete(given):  # numpy arrays can change in place
+        _LAST_BETAS[:] = [given, betas]
+    return betas
+
+
+#: ``[betas, checked]`` of the last concrete jax array :func:`check_betas` passed (a rerun with
+#: the same schedule skips the copy to the host)
+_LAST_BETAS: list = []
 
 
 def _summarize(log_Z_base, log_weights, positions, betas) -> AISResult:
@@ -203,10 +215,13 @@ def annealed_importance_sampling(
         )
     f = path.logdensity_fn
 
-    def transition(keys, beta, x):  # keys: (num_steps + 1,), the first for the kernel's init
+    def transition(keys, beta, x):  # keys: (num_steps,), one per transition
         algorithm = path.kernel(beta)
-        state = algorithm.init(x, keys[0])
-        state, _ = jax.lax.scan(lambda s, k: (algorithm.step(k, s)[0], None), state, keys[1:])
+        # the init's key is folded apart from the steps' (XLA drops it when the init ignores it)
+        state = algorithm.init(x, jax.random.fold_in(keys[0], _INIT_SALT))
+        if num_steps == 1:  # the common case, without a loop of one step
+            return algorithm.step(keys[0], state)[0].position
+        state, _ = jax.lax.scan(lambda s, k: (algorithm.step(k, s)[0], None), state, keys)
         return state.position
 
     def one_temperature(carry, inputs):
@@ -215,7 +230,7 @@ def annealed_importance_sampling(
         log_w = log_w + jax.vmap(lambda xi: f(beta, xi) - f(beta_prev, xi))(x)
         # every chain's keys of this temperature in one draw (per-chain splits cost 1.4x the
         # whole run of a 2-D target)
-        keys = jax.random.split(key, (num_chains, num_steps + 1))
+        keys = jax.random.split(key, (num_chains, num_steps))
         x = jax.vmap(lambda k, xi: transition(k, beta, xi))(keys, x)
         return constrain_chains((x, log_w), num_chains), None
 
@@ -312,14 +327,17 @@ def logz_ais(
     if betas is None:
         betas = temperature_schedule(num_temperatures, schedule)
     betas = check_betas(betas)
-    path = energy_path(target, base, kernel, "logz_ais")
     cache_key = _cache_key(target, base, kernel)
-    if cache_key not in _CHECKED:  # once per target, like the compiled program (eager checks
-        _check_energy_shape(path, base)  # cost more than a small AIS run)
+    path = _CHECKED.get(cache_key)
+    if path is None:  # once per target, like the compiled program (eager checks cost more than
+        path = energy_path(target, base, kernel, "logz_ais")  # a small AIS run)
+        _check_energy_shape(path, base)
         check_path_kernel(path, 0.5, caller="logz_ais")
-        _CHECKED[cache_key] = None
+        _CHECKED[cache_key] = path
         while len(_CHECKED) > 64:
             _CHECKED.pop(next(iter(_CHECKED)))
+    elif kernel is None:  # the target's own path, whose log_Z_base is not part of the key
+        path = energy_path(target, base, kernel, "logz_ais")
     program = _Program(path, cache_key, num_chains, num_steps)
     result = _run_ais(rng_key, betas, jnp.asarray(path.log_Z_base), program=program)
     warn_nan_chains(result, "logz_ais")
@@ -390,7 +408,11 @@ def energy_path(target, base=None, kernel=None, caller: str = "logz") -> Anneali
     return geometric_path(NegativeEnergy(energy), base, kernel)
 
 
-#: keys of the targets whose kernel passed :func:`check_path_kernel` (insertion-ordered, bounded)
+#: salt of the key that a chain's kernel init gets at each temperature
+_INIT_SALT = 0x1217
+
+#: the paths of the targets whose kernel passed :func:`check_path_kernel`, by :func:`_cache_key`
+#: (insertion-ordered, bounded)
 _CHECKED: dict = {}
 
 
