@@ -173,3 +173,60 @@ def test_default_report_evaluates_the_data_energy_only_on_a_failing_step():
     with pytest.warns(RuntimeWarning, match="observed data itself holds NaN or inf"):
         assert data_evaluations(True, bad) == 3
         jax.effects_barrier()
+
+
+def _mlp_model(data):
+    w1 = numpyro.param("w1", 0.3 * jnp.ones((2, 16)))
+    w2 = numpyro.param("w2", 0.3 * jnp.ones((16,)))
+
+    def energy(x):
+        return jnp.tanh(x @ w1) @ w2 + 0.5 * jnp.sum(x**2, -1)
+
+    with numpyro.plate("data", data.shape[0]):
+        numpyro.sample("x", numpyro_ebm.Unnormalized(energy, (2,)), obs=data)
+
+
+@pytest.mark.parametrize("report", [True, "full"])
+def test_cd_report_reuses_the_loss_energy_of_the_data(report):
+    """CD's loss evaluates the energy of the data itself (``data_energy_in_loss``): the report
+    takes that evaluation as its operand, so the compiled step holds no second copy of the
+    energy (it used to recompute it in the branch of a failing step, ~0.1 s of compilation for
+    an RBM). Counted in XLA's optimized program: as many matrix products and tanh as without a
+    report (with the energy recomputed in the branch: 13 products against 11)."""
+    data = jax.random.normal(jax.random.key(0), (32, 2))
+    kernel = functools.partial(numpyro_ebm.ula, step_size=0.01)
+
+    def dots(report):
+        loss = numpyro_ebm.ContrastiveDivergence(kernel, 2, report_nonfinite=report)
+        svi = SVI(_mlp_model, loss.guide, optax.sgd(1e-2), loss=loss)
+        state = svi.init(jax.random.key(0), data)
+        text = jax.jit(svi.update).lower(state, data).compile().as_text()
+        return text.count(" dot("), text.count(" tanh(")
+
+    assert numpyro_ebm.ContrastiveDivergence.data_energy_in_loss
+    assert not numpyro_ebm.DenoisingScoreMatching.data_energy_in_loss
+    assert dots(report) == dots(False)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: numpyro_ebm.DenoisingScoreMatching(0.1),
+        lambda: numpyro_ebm.ContrastiveDivergence(
+            functools.partial(numpyro_ebm.ula, step_size=0.1), 2),
+    ],
+    ids=["dsm: energy in the branch", "cd: energy from the loss"],
+)
+def test_report_names_a_non_finite_energy_of_the_data(make):
+    """Parameters that make the energy of the data infinite: the report names that cause (found
+    on the host from the energy the branch passes, or evaluates), not the estimator's hint."""
+    data = jnp.linspace(-1.0, 1.0, 9)
+    loss = make()
+    svi = SVI(scalar_model, loss.guide, optax.adam(1e-2), loss=loss)
+    state = svi.init(jax.random.key(0), data)
+    params = {**svi.get_params(state), "a": jnp.asarray(1e3)}  # exp(1000) = inf
+    step = jax.jit(lambda p: loss.loss(jax.random.key(1), p, scalar_model, loss.guide, data))
+    with pytest.warns(RuntimeWarning, match="energy of the data is not finite"):
+        value = step(params)
+        jax.effects_barrier()
+    assert not np.isfinite(float(value))

@@ -52,6 +52,7 @@ from numpyro_ebm.estimators.sites import (
     check_site_names,
     observed_ebm_sites,
     select_sites,
+    site_events,
 )
 
 __all__ = ["ANY_SITE", "EnergyEstimator", "check_model_inputs", "no_guide", "split_key"]
@@ -125,24 +126,30 @@ def _not_finite(x) -> jax.Array:
 ENERGY_BOUND = 1e18
 
 
-def _report_nonfinite(
-    estimator: str, bad_input, bad_data, bad_loss, huge, hint: str
-) -> None:
+def _report_nonfinite(estimator: str, total, data, energies, hint: str) -> None:
     """Warn (host side, once per message) that a training step's loss was not finite: a host
-    callback, to be called where the flags say there is something to report (in a ``lax.cond``
-    branch: see :meth:`EnergyEstimator._report`).
+    callback, to be called where the step's flag says there is something to report (in a
+    ``lax.cond`` branch: see :meth:`EnergyEstimator._report`). The cause is found on the host,
+    with NumPy, from the arrays the branch passes, so that the compiled step holds no second
+    copy of the checks.
 
-    ``bad_input``: the observed data itself holds NaN or inf (e.g. rows outside the minibatch
-    that ``SVI.init`` saw); ``bad_data``: the energy of the data is not finite; ``bad_loss``: the
-    loss is not finite. The cause named is the first of these that holds. ``huge``: the energy
-    of the data (or the finite loss) is above :data:`ENERGY_BOUND` in magnitude (a separate
-    warning).
+    ``total``: the loss; ``data``: the sites' observed data (the floating-point ones);
+    ``energies``: the energy of each site's data. The cause named is the first that holds: the
+    data itself holds NaN or inf (e.g. rows outside the minibatch that ``SVI.init`` saw), the
+    energy of the data is not finite, the loss is not finite. A separate warning: the energy of
+    the data (or the finite loss) is above :data:`ENERGY_BOUND` in magnitude.
     """
 
-    def warn(bad_input, bad_data, bad_loss, huge):
+    def warn(total, data, energies):
         # Under vmap the callback runs for every element: look at the values, not the branch.
-        bad_input, bad_data = bool(np.any(bad_input)), bool(np.any(bad_data))
-        bad_loss, huge = bool(np.any(bad_loss)), bool(np.any(huge))
+        total = np.asarray(total)
+        bad_input = any(not np.all(np.isfinite(np.asarray(x))) for x in data)
+        bad_data = any(not np.all(np.isfinite(np.asarray(e))) for e in energies)
+        bad_loss = not np.all(np.isfinite(total))
+        finite = [np.asarray(e)[np.isfinite(np.asarray(e))] for e in energies]
+        huge = any(np.any(np.abs(e) > ENERGY_BOUND) for e in finite) or bool(
+            np.any(np.abs(total[np.isfinite(total)]) > ENERGY_BOUND)
+        )
         if huge and not (bad_input or bad_data or bad_loss):
             warnings.warn(
                 f"{estimator}: the energy of the data (or the loss) exceeds {ENERGY_BOUND:g} in "
@@ -180,7 +187,7 @@ def _report_nonfinite(
             stacklevel=2,
         )
 
-    jax.debug.callback(warn, bad_input, bad_data, bad_loss, huge)
+    jax.debug.callback(warn, total, data, energies)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +243,10 @@ class EnergyEstimator(ELBO):
     stop_gradient_trace: ClassVar[bool] = False
     #: name of the ``numpyro.mutable`` site holding the per-site state, or ``None`` (stateless).
     state_name: ClassVar[str | None] = None
+    #: the loss evaluates :meth:`data_energy` of every site itself: the non-finite report then
+    #: takes that energy as an operand (XLA merges the two evaluations) instead of evaluating it
+    #: in the branch of a failing step, a second copy of the energy that costs compile time.
+    data_energy_in_loss: ClassVar[bool] = False
 
     def __init__(self, sites=None, *, report_nonfinite: bool | str = True):
         super().__init__(num_particles=1)
@@ -265,6 +276,12 @@ class EnergyEstimator(ELBO):
         sites for :meth:`make_guide`. Stateful estimators override this.
         """
         raise NotImplementedError(f"{type(self).__name__} keeps no state.")
+
+    def data_energy(self, site: EBMSite) -> jax.Array:
+        """The energy of the site's minibatch, ``(n,)`` (batch dimensions flattened): the
+        expression the report evaluates, and the one a loss with :attr:`data_energy_in_loss`
+        uses, so that XLA computes it once."""
+        return site.dist.energy(site_events(site.dist, site.data))
 
     def nonfinite_hint(self) -> str:
         """What to say when the loss is not finite although the data's energy is."""
@@ -399,35 +416,41 @@ class EnergyEstimator(ELBO):
         ``report_nonfinite=True``: the step tests its loss alone (not finite, or above
         :data:`ENERGY_BOUND` in magnitude), and only a step that fails diagnoses the cause, in
         the true branch of a ``lax.cond``: whether the data or the data's energy holds NaN or
-        inf, or whether that energy is finite but large enough to freeze Adam. A passing step
-        costs two comparisons of a scalar. ``"full"``: every step also evaluates the energy of
-        the data (one forward pass), so a finite, small loss over huge energies (e.g. CD whose
-        chains reject every move, so that the negatives equal the data) is reported too.
+        inf, or whether that energy is finite but large enough to freeze Adam. The branch holds
+        the host callback alone, which finds the cause with NumPy; it evaluates the data's
+        energy (:meth:`data_energy`) only when the loss has not (:attr:`data_energy_in_loss`:
+        CD and PCD pass the loss's own evaluation, at no cost). A passing step costs two
+        comparisons of a scalar. ``"full"``: every step also tests the energy of the data (one
+        forward pass, shared with the loss where it has one), so a finite, small loss over huge
+        energies (e.g. CD whose chains reject every move, so that the negatives equal the data)
+        is reported too.
         """
 
-        def diagnose(total):
-            bad_data, bad_input, huge = [], [], []
-            for site in sites:
-                energy_data = jax.lax.stop_gradient(site.dist.energy(site.data))
-                bad_data.append(_not_finite(energy_data))
-                finite_energy = jnp.where(jnp.isfinite(energy_data), energy_data, 0.0)
-                huge.append(jnp.any(jnp.abs(finite_energy) > ENERGY_BOUND))
-                if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact):
-                    bad_input.append(_not_finite(site.data))
-            bad_loss = _not_finite(total)
-            huge = jnp.any(jnp.stack(huge)) | (~bad_loss & (jnp.abs(total) > ENERGY_BOUND))
-            bad_input = jnp.any(jnp.stack(bad_input)) if bad_input else jnp.asarray(False)
-            return bad_input, jnp.any(jnp.stack(bad_data)), bad_loss, huge
-
-        def report(total):
-            _report_nonfinite(type(self).__name__, *diagnose(total), self.nonfinite_hint())
-
         total = jax.lax.stop_gradient(total)
+        data = [jax.lax.stop_gradient(site.data) for site in sites
+                if jnp.issubdtype(jnp.result_type(site.data), jnp.inexact)]
+
+        def energies():
+            return [jax.lax.stop_gradient(self.data_energy(site)) for site in sites]
+
+        flag = _not_finite(total) | (jnp.abs(total) > ENERGY_BOUND)
+        given = self.data_energy_in_loss or self.report_nonfinite == "full"
+        operands = (total, data, energies() if given else [])
         if self.report_nonfinite == "full":
-            flag = jnp.any(jnp.stack(diagnose(total)))
-        else:
-            flag = _not_finite(total) | (jnp.abs(total) > ENERGY_BOUND)
-        jax.lax.cond(flag, report, lambda total: None, total)
+            for energy in operands[2]:
+                finite = jnp.where(jnp.isfinite(energy), energy, 0.0)
+                flag = flag | _not_finite(energy) | jnp.any(jnp.abs(finite) > ENERGY_BOUND)
+            for x in data:
+                flag = flag | _not_finite(x)
+
+        def report(operands):
+            # the checks of the data and of its energy run on the host (_report_nonfinite); the
+            # energy is evaluated here, in the branch of a failing step, unless it was given
+            total, data, given_energies = operands
+            _report_nonfinite(type(self).__name__, total, data,
+                              given_energies if given else energies(), self.nonfinite_hint())
+
+        jax.lax.cond(flag, report, lambda operands: None, operands)
 
     def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
         model_key, loss_key = split_key(rng_key)

@@ -160,6 +160,7 @@ class ContrastiveDivergence(EnergyEstimator):
 
     site_kind = "sampled"
     stop_gradient_trace = True
+    data_energy_in_loss = True  # negatives_loss evaluates data_energy(site)
 
     def __init__(
         self, kernel: Callable | None, num_steps: int = 1, alpha: float = 0.0, sites=None, *,
@@ -188,7 +189,7 @@ class ContrastiveDivergence(EnergyEstimator):
 
     def negatives_loss(self, site: EBMSite, negatives) -> jax.Array:
         """:func:`contrastive_divergence_loss` of the site's data and the given negatives."""
-        energy_data = site.dist.energy(site_events(site.dist, site.data))
+        energy_data = self.data_energy(site)
         energy_neg = site.dist.energy(jax.lax.stop_gradient(negatives))
         return contrastive_divergence_loss(energy_data, energy_neg, self.alpha)
 
