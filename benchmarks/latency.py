@@ -455,7 +455,8 @@ def main(argv=None):
         "",
         "`python benchmarks/latency.py" + (f" --workloads {args.workloads}"
                                            if args.workloads != ",".join(WORKLOADS) else "")
-        + "`",
+        + (f" --cold-rounds {args.cold_rounds}" if args.cold_rounds != 1 else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 10 else "") + "`",
         "",
         f"- date: {time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}",
         f"- machine: {cpu}, nproc={nproc}, {platform.system()} {platform.machine()}; "
