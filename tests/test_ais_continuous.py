@@ -239,3 +239,27 @@ def test_log_likelihood_refuses_a_non_finite_logz(gaussian_test_data):
     nan_result = numpyro_ebm.AISResult(jnp.nan, jnp.nan, None, None, None, None)
     with pytest.raises(ValueError, match=r"`logz`"):
         heldout_log_likelihood(gaussian_model, {"mu": MU}, x, logz=nan_result)
+
+
+def test_ais_gives_an_init_that_reads_its_key_a_key_of_its_own():
+    """AIS draws a key for the kernel's init only when the init reads one (MALA's does not;
+    GHMC's draws its momentum from it), found by tracing the init once. With GHMC, whose init
+    takes its own key, log Z of a 2-D Gaussian stays within 4 standard errors of the exact
+    value (seeds 0-3 measured -1.8 to +0.6 standard errors)."""
+    from numpyro_ebm.evaluation.ais import _init_reads_key, energy_path
+
+    base = dist.Normal(jnp.zeros(2), 2.0).to_event(1)
+
+    def energy(x):
+        return 0.5 * jnp.sum(x**2) / 0.5**2
+
+    exact = math.log(2 * math.pi * 0.25)
+    mala = functools.partial(blackjax.mala, step_size=0.1)
+    ghmc = functools.partial(blackjax.ghmc, step_size=0.1, momentum_inverse_scale=jnp.ones(2),
+                             alpha=0.5, delta=0.1)
+    positions, key = jnp.zeros((4, 2)), jax.random.key(0)
+    assert not _init_reads_key(energy_path(energy, base, mala), positions, key)
+    assert _init_reads_key(energy_path(energy, base, ghmc), positions, key)
+    result = logz_ais(jax.random.key(0), energy, base, ghmc, num_chains=512,
+                      num_temperatures=100)
+    assert abs(float(result.log_Z) - exact) < 4 * float(result.stderr), (result.log_Z, exact)
