@@ -142,12 +142,11 @@ def _report_nonfinite(estimator: str, total, data, energies, hint: str) -> None:
 
     def warn(total, data, energies):
         # Under vmap the callback runs for every element: look at the values, not the branch.
-        total = np.asarray(total)
+        total, energies = np.asarray(total), [np.asarray(e) for e in energies]
         bad_input = any(not np.all(np.isfinite(np.asarray(x))) for x in data)
-        bad_data = any(not np.all(np.isfinite(np.asarray(e))) for e in energies)
+        bad_data = any(not np.all(np.isfinite(e)) for e in energies)
         bad_loss = not np.all(np.isfinite(total))
-        finite = [np.asarray(e)[np.isfinite(np.asarray(e))] for e in energies]
-        huge = any(np.any(np.abs(e) > ENERGY_BOUND) for e in finite) or bool(
+        huge = any(np.any(np.abs(e[np.isfinite(e)]) > ENERGY_BOUND) for e in energies) or bool(
             np.any(np.abs(total[np.isfinite(total)]) > ENERGY_BOUND)
         )
         if huge and not (bad_input or bad_data or bad_loss):

@@ -114,9 +114,6 @@ def temperature_schedule(num_temperatures: int, schedule: str = "sigmoid", sharp
 def check_betas(betas) -> jax.Array:
     """``betas`` as a float array, checked: 1-D, at least two entries, and (where concrete)
     non-decreasing from 0 to 1; else a ``ValueError`` naming ``betas``."""
-    if _LAST_BETAS and betas is _LAST_BETAS[0]:  # the same (immutable) jax array, checked
-        return _LAST_BETAS[1]
-    given = betas
     betas = jnp.asarray(betas)
     if betas.ndim != 1 or betas.shape[0] < 2:
         raise ValueError(
@@ -136,15 +133,7 @@ def check_betas(betas) -> jax.Array:
                 f"first {b[0]}, last {b[-1]}, min step {np.diff(b).min():.3g}."
             )
     dtype = jnp.result_type(float)
-    betas = betas if betas.dtype == dtype else betas.astype(dtype)
-    if isinstance(given, jax.Array) and is_concrete(given):  # numpy arrays can change in place
-        _LAST_BETAS[:] = [given, betas]
-    return betas
-
-
-#: ``[betas, checked]`` of the last concrete jax array :func:`check_betas` passed (a rerun with
-#: the same schedule skips the copy to the host)
-_LAST_BETAS: list = []
+    return betas if betas.dtype == dtype else betas.astype(dtype)  # no eager op when it is
 
 
 def _summarize(log_Z_base, log_weights, positions, betas) -> AISResult:
