@@ -326,6 +326,35 @@ def test_pcd_reinitializes_nonfinite_and_a_fraction_of_chains():
     assert np.all(np.isfinite(new)) and restarted[:10].all() and not restarted[10:].any()
 
 
+def test_pcd_restarted_then_diverged_chain_gets_a_draw_of_its_own():
+    """A chain that restarts (reinit_prob = 1) and then diverges is replaced by a second fresh
+    draw, not by the start it diverged from (both draws once used one key)."""
+
+    def kernel(diverge):
+        def factory(logdensity_fn):
+            def step(key, s):
+                return State(s.position + (jnp.nan if diverge else 0.0)), None
+
+            return SamplingAlgorithm(lambda x, rng_key=None: State(x), step)
+
+        return factory
+
+    x, _, _ = gaussian_data(2, n=512)
+    positions = {}
+    for diverge in (False, True):
+        pcd = PersistentContrastiveDivergence(
+            kernel(diverge), num_steps=1, num_chains=64, reinit_prob=1.0,
+            init_dist=dist.Uniform(-4.0, 4.0).expand([2]).to_event(1),
+        )
+        svi = SVI(gaussian_model(2, 64), pcd.guide, optax.adam(1e-2), loss=pcd)
+        state = svi.init(jax.random.key(0), x)
+        state, _ = jax.jit(svi.update)(state, x)
+        positions[diverge] = np.asarray(state.mutable_state[PCD_STATE]["*"]["positions"])
+    starts, replaced = positions[False], positions[True]  # the identity kernel keeps its starts
+    assert np.all(np.isfinite(replaced)) and np.all(np.abs(replaced) <= 4.0)
+    assert not np.any(np.all(starts == replaced, axis=1))
+
+
 def test_pcd_make_guide_without_init_dist():
     x, mean, _ = gaussian_data(2, n=1000)
     pcd = PersistentContrastiveDivergence(

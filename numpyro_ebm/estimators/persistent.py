@@ -419,13 +419,13 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
 
         chain_shape, chain_dtype = start.shape, start.dtype
 
-        def draw_fresh():  # fresh starts, drawn only when a chain restarts or diverges
+        def draw_fresh(key):  # fresh starts, drawn only when a chain restarts or diverges
             if init_dist is None:
-                noise = jax.random.normal(fresh_key, chain_shape, chain_dtype)
+                noise = jax.random.normal(key, chain_shape, chain_dtype)
                 return state["loc"] + state["scale"] * noise
-            return init_dist.sample(fresh_key, (self.num_chains,))
+            return init_dist.sample(key, (self.num_chains,))
 
-        fresh_shape = jax.eval_shape(draw_fresh).shape
+        fresh_shape = jax.eval_shape(draw_fresh, fresh_key).shape
         what = "`init_dist`" + ("" if init_dist is None else self._init_dist_label(site.name))
         event_shape = tuple(site.dist.event_shape)
         if tuple(start.shape[1:]) != event_shape or tuple(fresh_shape[1:]) != event_shape:
@@ -438,7 +438,7 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         mask = jnp.reshape(restart, (-1,) + (1,) * len(event_axes))
         start = jax.lax.cond(
             jnp.any(restart),
-            lambda s: jnp.where(mask, draw_fresh().astype(s.dtype), s), lambda s: s, start,
+            lambda s: jnp.where(mask, draw_fresh(fresh_key).astype(s.dtype), s), lambda s: s, start,
         )
         target = self.chain_target(site)
         if self.anneal_steps:
@@ -483,10 +483,14 @@ class PersistentContrastiveDivergence(ContrastiveDivergence):
         finite = jnp.all(jnp.isfinite(negatives), axis=event_axes)
         if init_state is not None:
             finite = finite & _finite_rows(getattr(new_state, "replicas", new_state.position))
+        # a chain that restarted above and then diverged gets a draw of its own, not that start
+        refresh_key = jax.random.fold_in(fresh_key, 1)
         kept = jax.lax.cond(
             jnp.all(finite),
             lambda x: x,
-            lambda x: jnp.where(jnp.reshape(finite, mask.shape), x, draw_fresh().astype(x.dtype)),
+            lambda x: jnp.where(
+                jnp.reshape(finite, mask.shape), x, draw_fresh(refresh_key).astype(x.dtype)
+            ),
             negatives,
         )
         new_positions = kept if idx is None else positions.at[idx].set(kept)
