@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 ESTIMATORS = (
-    "CD", "CD-D", "CD-MALA-D", "PCD", "PCD-D", "PCD-PT", "SM", "SM-D", "SSM", "SSM-D", "DSM", "DSM-D", "NCSM-D",
+    "CD", "CD-D", "CD-MALA-D", "PCD", "PCD-D", "PCD-ANNEAL-D", "PCD-PT", "SM", "SM-D", "SSM", "SSM-D", "DSM", "DSM-D", "NCSM-D",
     "NCE", "NCE-D", "FCE", "FCE-D", "ADV-flow", "ADV-flow-D", "ADV-VERA", "ADV-VERA-D",
 )  # fmt: skip
 # row labels of the table (default: the estimator's key; a "-D" row: its base row's label and
@@ -50,6 +50,7 @@ ESTIMATORS = (
 LABELS = {
     "PCD-PT": "PCD + PT(MALA) negatives, default net",
     "CD-MALA": "CD (MALA)",
+    "PCD-ANNEAL": "PCD, annealed restarts",
     "NCSM": "noise-conditional DSM (annealed)",
     "ADV-flow": "adversarial (flow)",
     "ADV-VERA": "adversarial (VERA, MLP generator)",
@@ -113,6 +114,9 @@ PCD = {
     "num_updates": 3000, "num_steps": 40, "step_size": 3e-3, "num_chains": 256,
     "buffer_size": 8192, "reinit_prob": 0.05, "alpha": 0.1,
 }  # fmt: skip
+# PCD whose restarted chains are first annealed from the uniform box to the model (short-run
+# annealed chains, `anneal_steps`), with the PCD row's cost per update: 20 annealing + 20 steps
+PCD_ANNEAL = {**PCD, "num_steps": 20, "anneal_steps": 20}
 
 # noise-conditional DSM (issue 11, annealed training; Song and Ermon 2019): E(x, sigma) on a
 # geometric ladder from sigma_max down to the DSM row's sigma; the cell scores E(x, sigma_min)
@@ -214,13 +218,13 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
             partial(mala, step_size=c["step_size"]), num_steps=c["num_steps"], alpha=c["alpha"]
         )
         return make_model(False, default_net), no_guide, adam(1e-3, n), loss, n, {}
-    if name == "PCD":
-        c = PCD
+    if name in ("PCD", "PCD-ANNEAL"):
+        c = PCD if name == "PCD" else PCD_ANNEAL
         n = steps or c["num_updates"]
         loss = PersistentContrastiveDivergence(
             partial(ula, step_size=c["step_size"]), c["num_steps"], num_chains=c["num_chains"],
             buffer_size=c["buffer_size"], reinit_prob=c["reinit_prob"], init_dist=box,
-            alpha=c["alpha"],
+            alpha=c["alpha"], anneal_steps=c.get("anneal_steps", 0),
         )  # fmt: skip
         return make_model(False, default_net), loss.guide, adam(1e-3, n), loss, n, {}
     if name == "PCD-PT":
