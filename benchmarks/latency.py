@@ -23,7 +23,9 @@ Workloads (each with a hand-written JAX twin computing the same math, where one 
 * ``mcmc``: ``numpyro.infer.MCMC(BlackJAXKernel(mala))`` on a 2-D banana EBM, 4 vectorized chains x
   (500 warmup + 2000 samples) vs a hand-written ``blackjax.mala`` ``lax.scan`` (warmup included)
   and vs NumPyro's own ``HMC`` with one leapfrog step (MALA) in the same ``MCMC`` driver (whose
-  ``run`` recompiles on every call, so its second call is not a compiled run alone);
+  ``run`` recompiles on every call, so its second call is not a compiled run alone), and vs
+  ``ours-chains``: the same MALA chains by ``numpyro_ebm.sample_chains`` on the energy, without
+  NumPyro's driver;
 * ``ours-nr`` (rbm, pcd): ours with the estimator's ``report_nonfinite=False``: the training
   program then holds no host callback, which the persistent cache cannot store;
 * ``quickstart``: the quickstart's two-moons PCD training section (``--quickstart-updates``
@@ -289,6 +291,22 @@ def mcmc(impl):
             return m.get_samples()["x"]
 
         return run_numpyro, warmup + samples
+    if impl == "ours-chains":  # the library's own path, without NumPyro's MCMC driver
+        import functools
+
+        kernel = functools.partial(blackjax.mala, step_size=step)
+
+        def logdensity(x):
+            return -_banana(x)
+
+        def run_chains(seed):
+            result = numpyro_ebm.sample_chains(
+                jax.random.key(seed), logdensity, kernel, jnp.zeros((chains, 2)),
+                warmup + samples, num_samples=samples,
+            )
+            return result.samples
+
+        return run_chains, warmup + samples
     algo = blackjax.mala(lambda x: -_banana(x), step)
 
     @jax.jit
@@ -416,7 +434,7 @@ def main(argv=None):
     load0 = os.getloadavg()[0]
     rows, inter = [], {}
     for name in args.workloads.split(","):
-        impls = {"quickstart": ["ours"], "mcmc": ["ours", "hand", "numpyro"],
+        impls = {"quickstart": ["ours"], "mcmc": ["ours", "ours-chains", "hand", "numpyro"],
                  "rbm": ["ours", "ours-nr", "hand"], "pcd": ["ours", "ours-nr", "hand"]}.get(
             name, ["ours", "hand"])
         # --cold-rounds rounds, every impl once per round (a fresh cache each time): separate
@@ -487,7 +505,7 @@ def main(argv=None):
     for name, impl, cold, warm in rows:
         per = 1e6 * cold["second"] / cold["num_updates"]
         ratio = ["", "", ""]
-        if impl in ("ours", "ours-nr") and name in hand:
+        if impl in ("ours", "ours-nr", "ours-chains") and name in hand:
             hc, hw = hand[name]
             ratio = [f"{cold['first'] / hc['first']:.2f}x", f"{warm['first'] / hw['first']:.2f}x",
                      f"{cold['second'] / hc['second']:.2f}x"]
@@ -505,7 +523,7 @@ def main(argv=None):
                 ratio.append("")
         else:
             ratio += ["", "", ""]
-        if impl in ("ours", "ours-nr") and name in hand and len(cold["rounds"]) > 1:
+        if impl in ("ours", "ours-nr", "ours-chains") and name in hand and len(cold["rounds"]) > 1:
             paired = sorted(a / b for a, b in zip(cold["rounds"], hand[name][0]["rounds"]))
             ratio.append(f"{median(paired):.2f}x ({paired[0]:.2f}-{paired[-1]:.2f})")
         else:

@@ -293,6 +293,41 @@ def test_thin_and_num_samples_keep_the_last_states():
     np.testing.assert_array_equal(r.samples[:, 2, 0], [1.0, 2.0, 3.0, 4.0, 5.0])
 
 
+def test_kept_samples_follow_the_key_schedule_across_a_partial_block():
+    """Burn-in and kept samples run in one loop; for a few chains the keys of a block of steps
+    are hashed ahead and the last block is partial (4 chains: blocks of 2048 steps). Every kept
+    state equals a plain loop with the documented keys, step t of chain c drawing with
+    fold_in(fold_in(fold_in(rng_key, 2), t), c)."""
+    num_chains, num_steps, num_samples, thin = 4, 2100, 5, 7
+    x0 = jax.random.normal(jax.random.key(0), (num_chains, 2))
+    algorithm = blackjax.mala(gauss_logdensity, 0.5)
+    key = jax.random.key(1)
+    r = sample_chains(key, gauss_logdensity, functools.partial(blackjax.mala, step_size=0.5), x0,
+                      num_steps, num_samples=num_samples, thin=thin)
+
+    @jax.jit
+    def reference():
+        root = jax.random.fold_in(key, 2)
+        chains = jnp.arange(num_chains, dtype=jnp.uint32)
+
+        def step(t, state):
+            step_key = jax.random.fold_in(root, t)
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(step_key, chains)
+            return jax.vmap(algorithm.step)(keys, state)[0]
+
+        kept = []
+        state = jax.vmap(algorithm.init)(x0)
+        t0 = 0
+        for t1 in range(num_steps - (num_samples - 1) * thin, num_steps + 1, thin):
+            state = jax.lax.fori_loop(t0, t1, step, state)
+            kept.append(state.position)
+            t0 = t1
+        return jnp.stack(kept)
+
+    np.testing.assert_allclose(r.samples, reference(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(r.samples[-1], r.positions)
+
+
 def test_acceptance_rate_is_nan_without_info_field():
     r = sample_chains(jax.random.key(0), gauss_logdensity, counter_algorithm, jnp.zeros((4, 2)), 3)
     assert r.acceptance_rate.shape == (4,)

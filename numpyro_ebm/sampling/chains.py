@@ -490,7 +490,62 @@ def _run_impl(
             carry = steps_with(carry, keys_of(carry[2], rest))
         return carry
 
+    def run_recording(loop, n, record):
+        """``n`` steps in one loop holding one copy of the step, ``record(loop, carry)`` after
+        each: the keys of a block of steps are hashed ahead as in :func:`run_steps`, and a last
+        partial block runs in the same loop (a loop of its own would compile the step again)."""
+
+        def body(loop, keys):
+            carry = one_step(loop[0], keys)[0]
+            return (carry, *record(loop, carry))
+
+        block = _key_block(num_chains, n)
+        if n == 1:
+            return body(loop, keys_of(loop[0][2], 1)[0])
+        if block == 1:  # each step hashes its own keys, inside the loop
+
+            def each(loop, _):
+                return body(loop, keys_of(loop[0][2], 1)[0]), None
+
+            return jax.lax.scan(each, loop, None, length=n)[0]
+        num_blocks = -(-n // block)
+
+        def run_block(loop, b):
+            keys = keys_of(loop[0][2], block)
+            if n % block == 0:
+                return jax.lax.scan(lambda lp, k: (body(lp, k), None), loop, keys)[0], None
+            count = jnp.minimum(block, n - b * block)  # the last block is partial
+            return jax.lax.fori_loop(0, count, lambda i, lp: body(lp, keys[i]), loop), None
+
+        if num_blocks == 1:
+            return run_block(loop, 0)[0]
+        return jax.lax.scan(run_block, loop, jnp.arange(num_blocks))[0]
+
     carry = (states, jnp.zeros((num_chains,), jnp.float32), jnp.zeros((), jnp.uint32))
+    total = num_burn + num_samples * thin
+    if observables is None and not (peel_last and num_samples == 0) and total > 0:
+        # burn-in and kept samples in one loop: the step is compiled once (twice as two loops,
+        # about half the compile time of a small program). Step t writes its position to slot
+        # clip((t - num_burn) // thin) of the samples, so the last write to slot k is the kept
+        # state num_burn + (k + 1) * thin - 1; burn-in steps write slot 0 until it is kept
+        samples = None
+        if num_samples and keep_samples:
+            samples = jax.tree.map(
+                lambda x: jnp.zeros((num_samples, *x.shape), x.dtype), states.position
+            )
+
+        def record(loop, carry):
+            if loop[1] is None:
+                return (None,)
+            t = carry[2].astype(jnp.int32) - 1  # the step just taken
+            slot = jnp.clip((t - num_burn) // thin, 0, num_samples - 1)
+            return (jax.tree.map(
+                lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, slot, 0),
+                loop[1], carry[0].position,
+            ),)
+
+        carry, samples = run_recording((carry, samples), total, record)
+        return _finish(carry, algorithm_step, total, constrain) + (samples, None)
     carry = run_steps(carry, num_burn, peel_last=peel_last and num_samples == 0)
     samples = moments = None
     if observables is not None:
@@ -508,13 +563,18 @@ def _run_impl(
             return (carry, moments), (position if keep_samples else None)
 
         (carry, moments), samples = jax.lax.scan(keep, (carry, moments), None, length=num_samples)
+    return _finish(carry, algorithm_step, total, constrain) + (samples, moments)
+
+
+def _finish(carry, algorithm_step, total, constrain):
+    """``(final states, acceptance rate)`` of a run's last ``carry``."""
     states = carry[0]
     final_logdensity = getattr(algorithm_step.step, "logdensity_output_only", None)
-    if final_logdensity is not None and num_burn + num_samples * thin > 0:
+    if final_logdensity is not None and total > 0:
         # the step never reads state.logdensity: evaluate it once here, so that the per-step
         # evaluation is dead and XLA removes it from the loop
         states = states._replace(logdensity=constrain(jax.vmap(final_logdensity)(states.position)))
-    return states, carry[1] / max(num_burn + num_samples * thin, 1), samples, moments
+    return states, carry[1] / max(total, 1)
 
 
 _run = jax.jit(_run_impl, static_argnames=_RUN_STATIC)  # resuming from a state
