@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 
 from _machine import machine_info  # noqa: E402
 
@@ -380,11 +381,6 @@ def interleaved(name, impls, rounds):
 
 
 # ----------------------------------------------------------------------------- driver
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
-
-
 def _median_run(results):
     """One process's figures from several: the median first call and import, the best run."""
     out = dict(results[0])

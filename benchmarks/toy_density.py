@@ -202,20 +202,13 @@ def make_setup(name: str, dataset: str, data, steps: int | None, key):
     mean, std = data.mean(0), data.std(0)
     cov = jnp.cov(data.T)
     box = dist.Uniform(-BOX + 1.5, BOX - 1.5).expand([2]).to_event(1)
-    if name == "CD":
-        c = CD
-        n = steps or c["num_updates"]
-        loss = ContrastiveDivergence(
-            partial(ula, step_size=c["step_size"]), num_steps=c["num_steps"], alpha=c["alpha"]
-        )
-        return make_model(False, default_net), no_guide, adam(1e-3, n), loss, n, {}
-    if name == "CD-MALA":
+    if name in ("CD", "CD-MALA"):
         from numpyro_ebm.sampling.mala import mala
 
-        c = CD_MALA
+        c, kernel = (CD, ula) if name == "CD" else (CD_MALA, mala)
         n = steps or c["num_updates"]
         loss = ContrastiveDivergence(
-            partial(mala, step_size=c["step_size"]), num_steps=c["num_steps"], alpha=c["alpha"]
+            partial(kernel, step_size=c["step_size"]), num_steps=c["num_steps"], alpha=c["alpha"]
         )
         return make_model(False, default_net), no_guide, adam(1e-3, n), loss, n, {}
     if name in ("PCD", "PCD-ANNEAL"):

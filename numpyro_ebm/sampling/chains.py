@@ -464,36 +464,13 @@ def _run_impl(
             return one_step(carry, keys[0])[0]
         return jax.lax.scan(one_step, carry, keys)[0]
 
-    def run_steps(carry, n, peel_last=False):
+    def run_recording(loop, n, record=lambda loop, carry: ()):
+        """``n`` steps in one loop holding one copy of the step; ``loop = (carry, *recorded)``,
+        updated by ``record(loop, carry)`` after each step. For a few chains the keys of a block
+        of steps are hashed ahead of the block, and a last partial block runs in the same loop
+        (a loop of its own would compile the step again)."""
         if n == 0:
-            return carry
-        block = _key_block(num_chains, n)
-        if peel_last and n > 1:
-            # the last step out of the loop: when the caller keeps only the positions (a
-            # training loss under jit), its state's gradient and log density are dead, and XLA
-            # drops them
-            if block == n:
-                keys = keys_of(carry[2], n)
-                return one_step(steps_with(carry, keys[:-1]), keys[-1])[0]
-            carry = run_steps(carry, n - 1)
-            return one_step(carry, keys_of(carry[2], 1)[0])[0]
-        num_blocks, rest = divmod(n, block)
-
-        def run_block(carry, _):
-            return steps_with(carry, keys_of(carry[2], block)), None
-
-        if num_blocks == 1:
-            carry = run_block(carry, None)[0]
-        else:
-            carry = jax.lax.scan(run_block, carry, None, length=num_blocks)[0]
-        if rest:
-            carry = steps_with(carry, keys_of(carry[2], rest))
-        return carry
-
-    def run_recording(loop, n, record):
-        """``n`` steps in one loop holding one copy of the step, ``record(loop, carry)`` after
-        each: the keys of a block of steps are hashed ahead as in :func:`run_steps`, and a last
-        partial block runs in the same loop (a loop of its own would compile the step again)."""
+            return loop
 
         def body(loop, keys):
             carry = one_step(loop[0], keys)[0]
@@ -521,22 +498,33 @@ def _run_impl(
             return run_block(loop, 0)[0]
         return jax.lax.scan(run_block, loop, jnp.arange(num_blocks))[0]
 
+    def run_steps(carry, n, peel_last=False):
+        if peel_last and n > 1:
+            # the last step out of the loop: when the caller keeps only the positions (a
+            # training loss under jit), its state's gradient and log density are dead, and XLA
+            # drops them
+            if _key_block(num_chains, n) == n:
+                keys = keys_of(carry[2], n)
+                return one_step(steps_with(carry, keys[:-1]), keys[-1])[0]
+            carry = run_steps(carry, n - 1)
+            return one_step(carry, keys_of(carry[2], 1)[0])[0]
+        return run_recording((carry,), n)[0]
+
     carry = (states, jnp.zeros((num_chains,), jnp.float32), jnp.zeros((), jnp.uint32))
     total = num_burn + num_samples * thin
-    if observables is None and not (peel_last and num_samples == 0) and total > 0:
+    if observables is None and not (num_samples and keep_samples):
+        carry = run_steps(carry, total, peel_last=peel_last and num_samples == 0)
+        return _finish(carry, algorithm_step, total, constrain) + (None, None)
+    if observables is None:
         # burn-in and kept samples in one loop: the step is compiled once (twice as two loops,
         # about half the compile time of a small program). Step t writes its position to slot
         # clip((t - num_burn) // thin) of the samples, so the last write to slot k is the kept
         # state num_burn + (k + 1) * thin - 1; burn-in steps write slot 0 until it is kept
-        samples = None
-        if num_samples and keep_samples:
-            samples = jax.tree.map(
-                lambda x: jnp.zeros((num_samples, *x.shape), x.dtype), states.position
-            )
+        samples = jax.tree.map(
+            lambda x: jnp.zeros((num_samples, *x.shape), x.dtype), states.position
+        )
 
         def record(loop, carry):
-            if loop[1] is None:
-                return (None,)
             t = carry[2].astype(jnp.int32) - 1  # the step just taken
             slot = jnp.clip((t - num_burn) // thin, 0, num_samples - 1)
             return (jax.tree.map(
@@ -546,20 +534,19 @@ def _run_impl(
 
         carry, samples = run_recording((carry, samples), total, record)
         return _finish(carry, algorithm_step, total, constrain) + (samples, None)
+    # with observables: burn-in, then a loop over the kept states that updates their moments
     carry = run_steps(carry, num_burn, peel_last=peel_last and num_samples == 0)
-    samples = moments = None
-    if observables is not None:
-        shapes = jax.eval_shape(jax.vmap(observables.step), states.position)
-        zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.result_type(float, a.dtype)), shapes)
-        moments = RunningMoments(jnp.zeros((), jnp.float32), zeros, zeros)
+    shapes = jax.eval_shape(jax.vmap(observables.step), states.position)
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.result_type(float, a.dtype)), shapes)
+    moments = RunningMoments(jnp.zeros((), jnp.float32), zeros, zeros)
+    samples = None
     if num_samples:
 
         def keep(loop, _):
             carry, moments = loop
             carry = run_steps(carry, thin)
             position = carry[0].position
-            if moments is not None:
-                moments = _welford(moments, jax.vmap(observables.step)(position))
+            moments = _welford(moments, jax.vmap(observables.step)(position))
             return (carry, moments), (position if keep_samples else None)
 
         (carry, moments), samples = jax.lax.scan(keep, (carry, moments), None, length=num_samples)
